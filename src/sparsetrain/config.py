@@ -86,6 +86,16 @@ class ModelConfig(_Section):
         "kaiming_uniform"
     )
 
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _parse_hidden(cls, value: Any) -> Any:
+        # `kedro run --params model.hidden=[64]` may arrive as the string "[64]"
+        if isinstance(value, str):
+            import yaml
+
+            value = yaml.safe_load(value)
+        return [value] if isinstance(value, int) else value
+
     @field_validator("hidden")
     @classmethod
     def _check_hidden(cls, value: tuple[int, ...]) -> tuple[int, ...]:
@@ -144,7 +154,7 @@ class TrainingConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    experiment: str = "sparsetrain"
+    # The MLflow experiment is set in conf/base/mlflow.yml (kedro-mlflow owns it).
     model_name: str = Field("sparsetrain-classifier", min_length=1)
 
 
@@ -157,6 +167,23 @@ class SparsetrainConfig(_Section):
     sparsity: SparsityConfig = SparsityConfig()
     training: TrainingConfig = TrainingConfig()
     registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> SparsetrainConfig:
+        if self.model.kind == "cnn":
+            if self.data.source not in ("digits", "fashion_mnist"):
+                raise ValueError(
+                    f"model.kind 'cnn' needs image data (digits or fashion_mnist), not data.source "
+                    f"'{self.data.source}'; use model.kind mlp or linear"
+                )
+            if self.compression.method != "none":
+                raise ValueError(
+                    "model.kind 'cnn' needs the image shape, which compression.method "
+                    f"'{self.compression.method}' destroys; set compression.method=none or use mlp"
+                )
+        if self.data.task == "regression" and self.data.source in ("digits", "fashion_mnist"):
+            raise ValueError(f"data.source '{self.data.source}' is a classification set; set data.task=classification")
+        return self
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view (``sparsity.penalty``), the form MLflow params and sweeps use."""
@@ -222,4 +249,7 @@ def parse_section(section: str, raw: dict[str, Any] | BaseModel | None) -> Any:
 def parse_config(params: dict[str, Any]) -> SparsetrainConfig:
     """Validate the training sections of a parameters dict; other top-level keys are ignored."""
     sections = {name: parse_section(name, params.get(name)) for name in SECTIONS}
-    return SparsetrainConfig(**sections)
+    try:
+        return SparsetrainConfig(**sections)
+    except ValidationError as error:
+        raise SparsetrainError(_describe(error, None)) from None

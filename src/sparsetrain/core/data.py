@@ -1,0 +1,449 @@
+"""Datasets as plain arrays: loading, validation, splitting and standardization.
+
+Every source (sklearn digits, Fashion-MNIST IDX files, synthetic data with known informative
+features, a user's CSV / Parquet table) ends up as one :class:`Dataset`, so that the rest of the
+library never cares where rows came from. Checks on user data raise :class:`SparsetrainError`
+with one line naming the parameter or column and the fix, before any training starts.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.datasets import load_digits, make_classification, make_regression
+from sklearn.model_selection import train_test_split
+
+from sparsetrain.config import DataConfig
+from sparsetrain.errors import SparsetrainError
+
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features ``X`` (float32, n x d) and targets ``y`` (int64 class ids, or float32 values)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    task: str
+    image_shape: tuple[int, int, int] | None = None  # (C, H, W) when rows are flattened images
+    informative: tuple[int, ...] | None = None  # synthetic: columns that truly carry the signal
+    class_names: tuple[str, ...] | None = None  # original labels, in class-id order
+    official_test_start: int | None = None  # Fashion-MNIST: first row of the official t10k split
+    target: str | None = None  # table: the label column, so messages can name it
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+
+
+def _pixel_names(height: int, width: int) -> tuple[str, ...]:
+    return tuple(f"pixel_{r}_{c}" for r in range(height) for c in range(width))
+
+
+def load_digits_dataset() -> Dataset:
+    """The 1797 8x8 sklearn digits: small enough for tests, image-shaped enough for the CNN."""
+    bunch = load_digits()
+    return Dataset(
+        X=bunch.data.astype(np.float32),
+        y=bunch.target.astype(np.int64),
+        feature_names=_pixel_names(8, 8),
+        task="classification",
+        image_shape=(1, 8, 8),
+        class_names=tuple(str(c) for c in bunch.target_names),
+    )
+
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "data/01_raw/fashion_mnist")
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Parse one gzipped IDX file of unsigned bytes (magic 0x0000 08 <ndim>, big-endian dims)."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 + 4 * ndim or raw[:4] != bytes((0, 0, 0x08, ndim)):
+        raise SparsetrainError(
+            f"data.path: {path} is not an IDX file of {ndim}-d unsigned bytes (bad magic number); "
+            "replace it with the original Fashion-MNIST file"
+        )
+    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise SparsetrainError(
+            f"data.path: {path} holds {body.size} bytes of data but its header says {shape}; "
+            "the file is truncated, copy it again"
+        )
+    return body.reshape(shape)
+
+
+def _find_fashion_dir(path: str | Path | None) -> Path:
+    candidates = [Path(path)] if path is not None else [Path(p) for p in FASHION_MNIST_DIRS]
+    for folder in candidates:
+        if all((folder / name).is_file() for name in FASHION_MNIST_FILES):
+            return folder
+    looked = " or ".join(str(c) for c in candidates)
+    raise SparsetrainError(
+        f"data.path: no Fashion-MNIST files ({', '.join(FASHION_MNIST_FILES)}) in {looked}; "
+        "apt-get install dataset-fashion-mnist or copy the IDX files to data/01_raw/fashion_mnist/"
+    )
+
+
+def _balanced_head(labels: np.ndarray, n: int) -> np.ndarray:
+    """Sorted indices of the first ``n`` rows taken round-robin over classes.
+
+    Keeps the earliest rows of each class so the subset is deterministic and its classes are
+    balanced to within one row (as far as each class has rows).
+    """
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], labels[order], side="left")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order)) - starts
+    keep = np.lexsort((np.arange(len(labels)), rank))[:n]
+    return np.sort(keep)
+
+
+def load_fashion_mnist(path: str | Path | None = None, max_train_samples: int | None = None) -> Dataset:
+    """Fashion-MNIST, train rows then the 10000 t10k rows, pixels scaled to [0, 1].
+
+    ``path`` None searches :data:`FASHION_MNIST_DIRS` in order. ``max_train_samples`` keeps a
+    class-balanced subset of the earliest training images (see :func:`_balanced_head`); the t10k
+    rows are always kept whole, and ``official_test_start`` marks where they begin.
+    """
+    folder = _find_fashion_dir(path)
+    train_x, train_y, test_x, test_y = (
+        _read_idx(folder / name, 3 if "images" in name else 1) for name in FASHION_MNIST_FILES
+    )
+    for images, labels in ((train_x, train_y), (test_x, test_y)):
+        if len(images) != len(labels):
+            raise SparsetrainError(
+                f"data.path: {folder} has {len(images)} images but {len(labels)} labels in one split; "
+                "copy the original IDX files again"
+            )
+    if max_train_samples is not None and max_train_samples < len(train_y):
+        keep = _balanced_head(train_y, max_train_samples)
+        train_x, train_y = train_x[keep], train_y[keep]
+    height, width = train_x.shape[1:]
+    images = np.concatenate([train_x, test_x]).reshape(-1, height * width)
+    return Dataset(
+        X=images.astype(np.float32) / np.float32(255.0),
+        y=np.concatenate([train_y, test_y]).astype(np.int64),
+        feature_names=_pixel_names(height, width),
+        task="classification",
+        image_shape=(1, height, width),
+        class_names=FASHION_MNIST_CLASSES,
+        official_test_start=len(train_y),
+    )
+
+
+def make_synthetic(
+    task: str, n_samples: int, n_features: int, n_informative: int, n_classes: int, seed: int
+) -> Dataset:
+    """Data whose informative columns are known, to check that sparse models find them.
+
+    Classification has no redundant or repeated columns (they would carry signal too), so every
+    non-informative column is pure noise; rows and columns are shuffled with ``seed`` afterwards
+    (``make_classification`` must not shuffle, or the informative columns would be lost).
+    """
+    _check_task(task)
+    rng = np.random.default_rng(seed)
+    if task == "classification":
+        if n_classes > 2**n_informative:
+            raise SparsetrainError(
+                f"data.n_classes={n_classes} needs more than data.n_informative={n_informative} informative "
+                f"features; raise data.n_informative to at least {int(np.ceil(np.log2(n_classes)))}"
+            )
+        X, y = make_classification(
+            n_samples=n_samples,
+            n_features=n_features,
+            n_informative=n_informative,
+            n_redundant=0,
+            n_repeated=0,
+            n_classes=n_classes,
+            n_clusters_per_class=2 if 2 * n_classes <= 2**n_informative else 1,
+            shuffle=False,
+            random_state=seed,
+        )
+        rows, perm = rng.permutation(n_samples), rng.permutation(n_features)
+        X, y = X[rows][:, perm], y[rows]  # new column j holds old column perm[j]
+        informative = np.flatnonzero(perm < n_informative)
+        y = y.astype(np.int64)
+        class_names = tuple(str(c) for c in range(n_classes))
+    else:
+        X, y, coef = make_regression(
+            n_samples=n_samples,
+            n_features=n_features,
+            n_informative=n_informative,
+            noise=1.0,
+            coef=True,
+            random_state=seed,
+        )
+        informative = np.flatnonzero(coef)
+        y = y.astype(np.float32)
+        class_names = None
+    return Dataset(
+        X=X.astype(np.float32),
+        y=y,
+        feature_names=tuple(f"x{i}" for i in range(n_features)),
+        task=task,
+        informative=tuple(int(i) for i in informative),
+        class_names=class_names,
+    )
+
+
+TABLE_READERS = {
+    ".csv": lambda p: pd.read_csv(p),
+    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+    ".parquet": pd.read_parquet,
+    ".pq": pd.read_parquet,
+}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV / TSV / Parquet file, chosen by suffix."""
+    path = Path(path)
+    reader = TABLE_READERS.get(path.suffix.lower())
+    if reader is None:
+        raise SparsetrainError(
+            f"data.path '{path}' has suffix '{path.suffix}'; use a {', '.join(TABLE_READERS)} file"
+        )
+    if not path.is_file():
+        raise SparsetrainError(f"data.path '{path}' does not exist; point data.path at the table file")
+    try:
+        frame = reader(path)
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
+    except (ValueError, OSError) as error:
+        reason = " ".join(str(error).split())
+        raise SparsetrainError(f"data.path '{path}' could not be read ({reason}); check the file") from None
+    if frame.empty:
+        raise SparsetrainError(f"data.path '{path}' is empty (no rows); point data.path at a table with data")
+    return frame
+
+
+def _list(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(str(n)) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise SparsetrainError(f"data.task '{task}' is unknown; choose classification or regression")
+
+
+def dataset_from_frame(frame: pd.DataFrame, target: str, task: str) -> Dataset:
+    """Turn a table into a Dataset: every column but ``target`` is a numeric feature."""
+    _check_task(task)
+    if frame.empty:
+        raise SparsetrainError("the data table is empty (no rows or columns); check data.path")
+    if target not in frame.columns:
+        raise SparsetrainError(
+            f"data.target '{target}' is not a column of the table; available columns: "
+            f"{_list(list(frame.columns), 10)}"
+        )
+    features = frame.drop(columns=[target])
+    if features.shape[1] == 0:
+        raise SparsetrainError(f"the table has no feature columns besides data.target '{target}'; add some")
+    non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if non_numeric:
+        raise SparsetrainError(
+            f"feature columns {_list(non_numeric)} are not numeric; encode them numerically or drop them"
+        )
+    X = features.to_numpy(dtype=np.float32)
+    _check_finite(X, tuple(str(c) for c in features.columns))
+
+    labels = frame[target]
+    if labels.isna().any():
+        raise SparsetrainError(
+            f"data.target '{target}' has {int(labels.isna().sum())} missing values; drop or fill those rows"
+        )
+    if task == "classification":
+        if pd.api.types.is_float_dtype(labels) and not np.all(np.mod(labels.to_numpy(), 1) == 0):
+            raise SparsetrainError(
+                f"data.target '{target}' holds fractional numbers; set data.task: regression "
+                "or encode the classes as labels"
+            )
+        codes, uniques = pd.factorize(labels, sort=True)
+        y = codes.astype(np.int64)
+        class_names = tuple(str(u) for u in uniques)
+    else:
+        if not pd.api.types.is_numeric_dtype(labels) or pd.api.types.is_bool_dtype(labels):
+            raise SparsetrainError(
+                f"data.target '{target}' is not numeric; a regression needs numbers "
+                "(or set data.task: classification)"
+            )
+        y = labels.to_numpy(dtype=np.float32)
+        class_names = None
+    return Dataset(
+        X=X,
+        y=y,
+        feature_names=tuple(str(c) for c in features.columns),
+        task=task,
+        class_names=class_names,
+        target=target,
+    )
+
+
+def load_dataset(cfg: DataConfig, table: pd.DataFrame | None = None) -> Dataset:
+    """Load ``cfg.source``; a ``table`` frame (from the Kedro catalog) wins over ``cfg.path``."""
+    if cfg.source in ("digits", "fashion_mnist") and cfg.task != "classification":
+        raise SparsetrainError(
+            f"data.task '{cfg.task}' does not fit data.source '{cfg.source}', which has class labels; "
+            "set data.task: classification"
+        )
+    if cfg.source == "digits":
+        return load_digits_dataset()
+    if cfg.source == "fashion_mnist":
+        return load_fashion_mnist(cfg.path, cfg.max_train_samples)
+    if cfg.source == "synthetic":
+        return make_synthetic(
+            cfg.task, cfg.n_samples, cfg.n_features, cfg.n_informative, cfg.n_classes, cfg.seed
+        )
+    if cfg.source == "table":
+        if cfg.target is None:
+            raise SparsetrainError("data.target must name the label column when data.source is 'table'")
+        if table is None:
+            if cfg.path is None:
+                raise SparsetrainError(
+                    "data.path is required when data.source is 'table'; set it to a CSV or Parquet file"
+                )
+            table = read_table(cfg.path)
+        return dataset_from_frame(table, cfg.target, cfg.task)
+    raise SparsetrainError(
+        f"data.source '{cfg.source}' is unknown; choose digits, fashion_mnist, synthetic or table"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# validation and splitting
+
+
+def _check_finite(X: np.ndarray, feature_names: tuple[str, ...]) -> None:
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=0))
+    if bad.size:
+        names = [feature_names[i] if i < len(feature_names) else str(i) for i in bad]
+        raise SparsetrainError(
+            f"feature columns {_list(names)} contain NaN or infinite values; "
+            "fill or drop those rows or columns"
+        )
+
+
+def _target_label(ds: Dataset) -> str:
+    return f"data.target '{ds.target}'" if ds.target else "the target"
+
+
+def validate_dataset(ds: Dataset) -> None:
+    """Reject data that would fail, or silently mislead, later in the run."""
+    n_rows, n_features = ds.X.shape
+    if n_rows == 0 or n_features == 0:
+        raise SparsetrainError(
+            f"the dataset is empty ({n_rows} rows, {n_features} features); check data.source and data.path"
+        )
+    if len(ds.y) != n_rows:
+        raise SparsetrainError(f"the dataset has {n_rows} rows but {len(ds.y)} targets; check data.path")
+    _check_finite(ds.X, ds.feature_names)
+    if ds.task == "regression":
+        if not np.isfinite(ds.y).all():
+            raise SparsetrainError(f"{_target_label(ds)} contains NaN or infinite values; drop those rows")
+        return
+    classes, counts = np.unique(ds.y, return_counts=True)
+    if len(classes) < 2:
+        raise SparsetrainError(
+            f"{_target_label(ds)} has a single class ({_class_name(ds, classes[0])}); "
+            "a classifier needs at least two"
+        )
+    rare = [_class_name(ds, c) for c, n in zip(classes, counts, strict=True) if n < 2]
+    if rare:
+        raise SparsetrainError(
+            f"{_target_label(ds)} classes {_list(rare)} have a single row, too few for a stratified split; "
+            "drop those classes or add rows"
+        )
+
+
+def _class_name(ds: Dataset, class_id: int) -> str:
+    return repr(ds.class_names[class_id]) if ds.class_names else repr(int(class_id))
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train / validation / test arrays; X float32. Validation may have zero rows."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+def split_dataset(ds: Dataset, val_size: float, test_size: float, seed: int) -> Splits:
+    """Split off ``test_size`` then ``val_size`` (both fractions of all rows), stratified by class."""
+    if not 0 < test_size < 1 or not 0 <= val_size < 1 or val_size + test_size >= 1:
+        raise SparsetrainError(
+            f"data.test_size={test_size:g} and data.val_size={val_size:g} must be fractions with a sum < 1"
+        )
+    stratified = ds.task == "classification"
+    X = ds.X.astype(np.float32, copy=False)
+    try:
+        X_rest, X_test, y_rest, y_test = train_test_split(
+            X, ds.y, test_size=test_size, random_state=seed, stratify=ds.y if stratified else None
+        )
+        if val_size > 0:
+            X_train, X_val, y_train, y_val = train_test_split(
+                X_rest,
+                y_rest,
+                test_size=val_size / (1 - test_size),
+                random_state=seed,
+                stratify=y_rest if stratified else None,
+            )
+        else:
+            X_train, y_train = X_rest, y_rest
+            X_val, y_val = X[:0], ds.y[:0]
+    except ValueError as error:
+        raise SparsetrainError(
+            f"cannot split {len(X)} rows with data.test_size={test_size:g}, data.val_size={val_size:g} "
+            f"({error}); lower data.test_size / data.val_size, or drop the rarest classes"
+        ) from None
+    return Splits(X_train, y_train, X_val, y_val, X_test, y_test)
+
+
+class Standardizer:
+    """Per-feature ``(x - mean) / std``, fitted on the training split only.
+
+    Plain numpy so it pickles into the served model; constant features get scale 1 so they map
+    to 0 instead of NaN.
+    """
+
+    mean_: np.ndarray
+    scale_: np.ndarray
+
+    def fit(self, X: np.ndarray) -> Standardizer:
+        X = np.asarray(X, dtype=np.float64)
+        self.mean_ = X.mean(axis=0).astype(np.float32)
+        scale = X.std(axis=0)
+        scale[scale == 0] = 1.0
+        self.scale_ = scale.astype(np.float32)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.mean_.shape[0]:
+            raise SparsetrainError(
+                f"input has shape {X.shape}, expected rows of {self.mean_.shape[0]} features "
+                "(the columns the model was trained on)"
+            )
+        return (X - self.mean_) / self.scale_

@@ -1,0 +1,272 @@
+"""``fit``: one training loop for every model, penalty and pruner.
+
+The loop owns the device, batching, optimizer, LR schedule, the proximal step of the penalty,
+the pruner's masks, early stopping and progress. Its only side effects are the callbacks it is
+given (progress lines, metric logging), so it runs the same in tests, nodes and sweeps.
+
+The proximal step follows the optimizer's own metric (ProxGen, Yun et al. 2021): after an Adam
+step the prox of coordinate ``i`` uses step ``lr / (sqrt(v_i) + eps)``, the same per-coordinate step
+the gradient just took; after SGD it uses ``lr``. This keeps L1 thresholds meaningful under Adam,
+where a plain ``lr`` step would be orders of magnitude too small to ever reach zero.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sparsetrain.config import TrainingConfig
+from sparsetrain.core.models import prunable_weights
+from sparsetrain.core.penalties import NoPenalty, Penalty
+from sparsetrain.core.sparsity.pruner import NoPruning, Pruner
+from sparsetrain.errors import SparsetrainError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """What a callback sees after each epoch."""
+
+    epoch: int
+    total_epochs: int
+    train_loss: float
+    val_loss: float | None
+    density: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class History:
+    """Per-epoch curves and the facts of one training run."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    density: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+Callback = Callable[[EpochLog], None]
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or inf: the learning rate or strength is too large."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when there is one; asking for CUDA without one is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SparsetrainError(
+            f"training.device '{name}' asked for CUDA but none is available; use 'auto' or 'cpu'"
+        )
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch so that CPU runs repeat bit for bit."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Optimizers by config name (``training.optimizer``); none has built-in weight decay,
+    since regularization belongs to the penalty."""
+    factories: dict[str, Callable[[], torch.optim.Optimizer]] = {
+        "sgd": lambda: torch.optim.SGD(params, lr=lr),
+        "momentum": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
+        "nesterov": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+        "adam": lambda: torch.optim.Adam(params, lr=lr),
+        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+    }
+    if name not in factories:
+        raise SparsetrainError(f"training.optimizer '{name}' is unknown; choose one of {', '.join(factories)}")
+    return factories[name]()
+
+
+def make_lr_schedule(name: str, optimizer: torch.optim.Optimizer, total_epochs: int):
+    """Per-epoch LR schedules: constant, step (x0.1 at 1/2 and 3/4 of training), cosine to 0."""
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    if name == "step":
+        milestones = sorted({max(1, total_epochs // 2), max(1, (3 * total_epochs) // 4)})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_epochs))
+    raise SparsetrainError(f"training.lr_schedule '{name}' is unknown; choose constant, step or cosine")
+
+
+def prox_steps(optimizer: torch.optim.Optimizer, weights: Sequence[nn.Parameter]) -> list[Tensor | float]:
+    """The step each weight just took: per coordinate for Adam-type optimizers, else the LR."""
+    steps: list[Tensor | float] = []
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    for w in weights:
+        group = group_of[id(w)]
+        state = optimizer.state.get(w, {})
+        if "exp_avg_sq" in state:
+            beta2 = group["betas"][1]
+            step = float(state["step"])
+            v_hat = state["exp_avg_sq"] / (1.0 - beta2**step)
+            steps.append(group["lr"] / (v_hat.sqrt() + group["eps"]))
+        else:
+            steps.append(group["lr"])
+    return steps
+
+
+def loss_function(task: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """Mean cross-entropy for classification, mean squared error for regression."""
+    if task == "classification":
+        return nn.functional.cross_entropy
+    if task == "regression":
+        return lambda output, target: nn.functional.mse_loss(output.squeeze(-1), target)
+    raise SparsetrainError(f"data.task '{task}' is unknown; choose classification or regression")
+
+
+def weight_density(weights: Sequence[Tensor]) -> float:
+    """Fraction of nonzero entries over the given weight tensors."""
+    total = sum(w.numel() for w in weights)
+    return float(sum(int(torch.count_nonzero(w)) for w in weights)) / max(total, 1)
+
+
+def as_tensors(X: np.ndarray, y: np.ndarray, task: str, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Move one split to the device once, so that batches are slices, not host copies."""
+    X_t = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32, device=device)
+    y_dtype = torch.long if task == "classification" else torch.float32
+    return X_t, torch.as_tensor(np.ascontiguousarray(y), dtype=y_dtype, device=device)
+
+
+def evaluate_loss(model: nn.Module, X: Tensor, y: Tensor, loss_fn, batch_size: int = 4096) -> float:
+    """Mean loss over a split in eval mode, without gradients."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(X), batch_size):
+            out = model(X[start : start + batch_size])
+            total += float(loss_fn(out, y[start : start + batch_size])) * len(out)
+    return total / max(len(X), 1)
+
+
+def log_progress(log: EpochLog) -> None:
+    """The default progress callback: one line per epoch."""
+    val = "" if log.val_loss is None else f" val_loss={log.val_loss:.4f}"
+    logger.info(
+        "epoch %d/%d train_loss=%.4f%s density=%.3f lr=%.2e (%.2fs)",
+        log.epoch + 1, log.total_epochs, log.train_loss, val, log.density, log.lr, log.seconds,
+    )
+
+
+def fit(
+    model: nn.Module,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    *,
+    task: str,
+    settings: TrainingConfig,
+    penalty: Penalty | None = None,
+    pruner: Pruner | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[nn.Module, History]:
+    """Train ``model`` and return it (possibly replaced by the pruner's smaller network) with its
+    history. The objective is ``mean loss + penalty``; proximal penalties act after each step."""
+    penalty = penalty or NoPenalty()
+    pruner = pruner or NoPruning()
+    if len(X_train) == 0:
+        raise SparsetrainError("the training split is empty: lower data.test_size / data.val_size")
+    seed_everything(settings.seed)
+    device = resolve_device(settings.device)
+    model = model.to(device)
+    loss_fn = loss_function(task)
+    X_tr, y_tr = as_tensors(X_train, y_train, task, device)
+    has_val = X_val is not None and len(X_val) > 0
+    X_va, y_va = as_tensors(X_val, y_val, task, device) if has_val else (None, None)
+
+    weights = prunable_weights(model)
+    penalized = [weights[i] for i in penalty.targets(len(weights))]
+    penalty.attach(model, weights)
+    pruner.attach(model, weights)
+    total_epochs = pruner.total_epochs(settings.epochs)
+    optimizer = make_optimizer(settings.optimizer, [p for p in model.parameters() if p.requires_grad], settings.lr)
+    schedule = make_lr_schedule(settings.lr_schedule, optimizer, total_epochs)
+    use_amp = settings.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    batch_size = settings.batch_size or len(X_tr)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+
+    history = History(device=str(device))
+    best_val, best_state, waited = math.inf, None, 0
+    frozen_from = pruner.frozen_from(total_epochs)
+    started = time.perf_counter()
+    for epoch in range(total_epochs):
+        epoch_start = time.perf_counter()
+        pruner.on_epoch_start(epoch, total_epochs)
+        model.train()
+        order = torch.randperm(len(X_tr), device=device, generator=generator)
+        running, seen = torch.zeros((), device=device), 0
+        for start in range(0, len(X_tr), batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2 and start > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                continue  # batch norm cannot normalize a batch of one
+            with torch.autocast(device.type, enabled=use_amp):
+                data_loss = loss_fn(model(X_tr[idx]), y_tr[idx])
+                loss = data_loss + penalty.regularization(model)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            with torch.no_grad():
+                for w, step in zip(penalized, prox_steps(optimizer, penalized)):
+                    w.copy_(penalty.prox(w, step))
+                pruner.after_step()
+            running += data_loss.detach() * len(idx)
+            seen += len(idx)
+        schedule.step()
+        train_loss = float(running) / max(seen, 1)
+        if not math.isfinite(train_loss):
+            raise DivergedError(
+                f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower training.lr or sparsity.strength"
+            )
+        val_loss = evaluate_loss(model, X_va, y_va, loss_fn) if has_val else None
+        history.train_loss.append(train_loss)
+        if val_loss is not None:
+            history.val_loss.append(val_loss)
+        history.density.append(weight_density(weights))
+        history.epochs_run = epoch + 1
+        log = EpochLog(epoch, total_epochs, train_loss, val_loss, history.density[-1],
+                       optimizer.param_groups[0]["lr"], time.perf_counter() - epoch_start)
+        for callback in callbacks:
+            callback(log)
+        if val_loss is None or epoch < frozen_from:
+            continue
+        if val_loss < best_val - 1e-6:
+            best_val, waited, history.best_epoch = val_loss, 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if settings.early_stopping is not None and waited >= settings.early_stopping:
+                history.stopped_early = True
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    penalty.finalize(model)
+    model = pruner.finalize(model)
+    model.eval()
+    history.seconds = time.perf_counter() - started
+    return model, history

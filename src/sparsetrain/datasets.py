@@ -1,0 +1,35 @@
+"""Kedro datasets of the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.io import AbstractDataset
+
+from sparsetrain.core.data import read_table
+
+
+class TableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+    """A CSV or Parquet file (chosen by its suffix) for ``data.source: table``.
+
+    Loads ``None`` when the file does not exist, so that the ingestion pipeline can run on other
+    sources without it; the ingestion node then says which setting to fill in.
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame | None:
+        return read_table(self._filepath) if self._filepath.exists() else None
+
+    def save(self, data: pd.DataFrame) -> None:
+        raise NotImplementedError("TableDataset is read-only: it is the user's raw data")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()

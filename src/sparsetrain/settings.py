@@ -1,0 +1,14 @@
+"""Kedro settings of the project."""
+
+from omegaconf.resolvers import oc
+
+from sparsetrain.hooks import ValidateParametersHook
+
+HOOKS = (ValidateParametersHook(),)
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # oc.env in mlflow.yml lets MLFLOW_TRACKING_URI override the embedded SQLite store.
+    "custom_resolvers": {"oc.env": oc.env},
+}
