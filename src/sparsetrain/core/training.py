@@ -151,6 +151,27 @@ def as_tensors(X: np.ndarray, y: np.ndarray, task: str, device: torch.device) ->
     return X_t, torch.as_tensor(np.ascontiguousarray(y), dtype=y_dtype, device=device)
 
 
+def target_scale(y: np.ndarray, task: str) -> tuple[float, float]:
+    """Regression trains on standardized targets, so that learning rates and penalty strengths
+    mean the same whatever the units of ``y``; classification leaves labels alone."""
+    if task != "regression":
+        return 0.0, 1.0
+    std = float(np.std(y))
+    return float(np.mean(y)), std if std > 0 else 1.0
+
+
+def fold_target_scale(model: nn.Module, mean: float, std: float) -> None:
+    """Fold the target standardization into the last linear layer: the trained model then
+    predicts in the original units, with no extra layer and the same zeros."""
+    if (mean, std) == (0.0, 1.0):
+        return
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(std)
+        if last.bias is not None:
+            last.bias.mul_(std).add_(mean)
+
+
 def evaluate_loss(model: nn.Module, X: Tensor, y: Tensor, loss_fn, batch_size: int = 4096) -> float:
     """Mean loss over a split in eval mode, without gradients."""
     model.eval()
@@ -194,9 +215,10 @@ def fit(
     device = resolve_device(settings.device)
     model = model.to(device)
     loss_fn = loss_function(task)
-    X_tr, y_tr = as_tensors(X_train, y_train, task, device)
+    target_mean, target_std = target_scale(y_train, task)
+    X_tr, y_tr = as_tensors(X_train, (y_train - target_mean) / target_std, task, device)
     has_val = X_val is not None and len(X_val) > 0
-    X_va, y_va = as_tensors(X_val, y_val, task, device) if has_val else (None, None)
+    X_va, y_va = as_tensors(X_val, (y_val - target_mean) / target_std, task, device) if has_val else (None, None)
 
     weights = prunable_weights(model)
     penalized = [weights[i] for i in penalty.targets(len(weights))]
@@ -267,6 +289,7 @@ def fit(
         model.load_state_dict(best_state)
     penalty.finalize(model)
     model = pruner.finalize(model)
+    fold_target_scale(model, target_mean, target_std)
     model.eval()
     history.seconds = time.perf_counter() - started
     return model, history

@@ -1,0 +1,185 @@
+"""`kedro run` end to end in a scratch copy of the project, into a temporary MLflow store:
+the default run, the served model, Fashion-MNIST, and every bad input the issue lists."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from sparsetrain.core.data import FASHION_MNIST_DIRS
+from sparsetrain.errors import SparsetrainError
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "sparsetrain-classifier"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A scratch project (conf + pyproject + empty data layers) with its own MLflow store."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    # kedro wants the source folder inside the project root
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for layer in ("01_raw", "02_intermediate", "04_feature", "06_models", "07_model_output", "08_reporting"):
+        (tmp_path / "data" / layer).mkdir(parents=True)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    return tmp_path
+
+
+def kedro_run(project: Path, params: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "kedro", "run"] + (["--params", params] if params else [])
+    return subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def run_in_process(params: dict) -> None:
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(Path.cwd())
+    with KedroSession.create(project_path=Path.cwd(), runtime_params=params) as session:
+        session.run()
+
+
+def finished_runs() -> pd.DataFrame:
+    runs = mlflow.search_runs(search_all_experiments=True)
+    return runs[runs.status == "FINISHED"] if len(runs) else runs
+
+
+def registered_versions() -> list:
+    try:
+        return MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
+    except mlflow.exceptions.MlflowException:
+        return []
+
+
+def test_default_run_trains_tracks_and_registers(project):
+    result = kedro_run(project, "training.epochs=15")
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = finished_runs()
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["metrics.test_accuracy"] >= 0.9
+    assert run["metrics.density"] < 1.0
+    assert run["params.sparsity.penalty"] == "l1"
+    history = MlflowClient().get_metric_history(run.run_id, "val_loss")
+    assert len(history) == int(run["metrics.epochs_run"])
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.run_id, "plots")}
+    assert {"plots/confusion_matrix.png", "plots/training_curves.png", "plots/weight_mask.png"} <= artifacts
+
+    (version,) = registered_versions()
+    assert version.tags["density"] and version.tags["test_accuracy"]
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    assert (np.asarray(model.predict(X)).astype(int) == y).mean() >= 0.9
+    from sparsetrain.core.export import load_sparse
+
+    sparse_file = mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path="sparse_export")
+    network = load_sparse(Path(sparse_file) / "model.sparse.safetensors")
+    assert network is not None
+
+
+@pytest.mark.skipif(
+    not any((Path(d) / "train-images-idx3-ubyte.gz").exists() for d in FASHION_MNIST_DIRS[:1]),
+    reason="Fashion-MNIST IDX files absent: apt-get install dataset-fashion-mnist",
+)
+def test_fashion_mnist_with_pca(project):
+    result = kedro_run(
+        project,
+        "data.source=fashion_mnist,data.max_train_samples=6000,compression.method=pca,"
+        "compression.n_components=100,training.epochs=5",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = finished_runs().iloc[0]
+    assert run["metrics.test_accuracy"] > 0.75
+    assert run["metrics.compression_n_components"] == 100
+    assert 0 < run["metrics.explained_variance_ratio"] < 1
+
+
+def test_cli_prints_one_line_without_traceback(project):
+    result = kedro_run(project, "sparsity.strength=-1")
+    assert result.returncode != 0
+    assert "Error: sparsity.strength" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(finished_runs()) == 0
+
+
+def write_table(project: Path, frame: pd.DataFrame, name: str = "table.csv") -> str:
+    path = project / "data" / "01_raw" / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def good_frame(rows: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(rows, 3)), columns=["a", "b", "c"])
+    frame["label"] = np.arange(rows) % 2
+    return frame
+
+
+BAD_TABLES = {
+    "nan": (lambda f: f.assign(a=[np.nan] + list(f.a[1:])), "'a'"),
+    "inf": (lambda f: f.assign(b=[np.inf] + list(f.b[1:])), "'b'"),
+    "one_class": (lambda f: f.assign(label=0), "label"),
+    "non_numeric": (lambda f: f.assign(c=["x"] * len(f)), "'c'"),
+    "missing_target": (lambda f: f.drop(columns="label"), "label"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_bad_tables_fail_before_training(project, case):
+    corrupt, named = BAD_TABLES[case]
+    path = write_table(project, corrupt(good_frame()))
+    with pytest.raises(SparsetrainError) as error:
+        run_in_process({"data": {"source": "table", "path": path, "target": "label"}})
+    assert named in str(error.value) and "\n" not in str(error.value)
+    assert_nothing_recorded(project)
+
+
+def test_empty_file_fails(project):
+    path = project / "data" / "01_raw" / "empty.csv"
+    path.write_text("")
+    with pytest.raises(SparsetrainError, match="data.path"):
+        run_in_process({"data": {"source": "table", "path": str(path), "target": "label"}})
+    assert_nothing_recorded(project)
+
+
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({"data": {"source": "fashion_mnist", "path": "/nonexistent"}}, "data.path"),
+        ({"data": {"source": "imagenet"}}, "data.source"),
+        ({"compression": {"method": "tsne", "n_components": 2}}, "compression.method"),
+        ({"sparsity": {"penalty": "l7"}}, "sparsity.penalty"),
+        ({"sparsity": {"strength": -0.5}}, "sparsity.strength"),
+        ({"compression": {"method": "pca", "n_components": 100}}, "compression.n_components"),
+        ({"data": {"test_size": 0.6, "val_size": 0.4}}, "data.test_size"),
+    ],
+)
+def test_bad_parameters_fail_before_training(project, params, named):
+    with pytest.raises(SparsetrainError) as error:
+        run_in_process(params)
+    assert named in str(error.value) and "\n" not in str(error.value)
+    assert_nothing_recorded(project)
+
+
+def assert_nothing_recorded(project: Path) -> None:
+    assert len(finished_runs()) == 0
+    assert registered_versions() == []
+    assert not (project / "data" / "06_models" / "network.pkl").exists()
