@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.framework.hooks import hook_impl
 
-from sparsetrain.config import parse_config
+from sparsetrain.config import parse_config, parse_sweep, parse_sweep_section
 
 
 class ValidateParametersHook:
@@ -12,4 +12,15 @@ class ValidateParametersHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        parse_config(context.config_loader["parameters"])
+        params = context.config_loader["parameters"]
+        parse_config(params)
+        if "sweep" in params:  # conf/base/parameters_sweep.yml: its own keys, whatever runs
+            parse_sweep_section(params["sweep"])
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow opens the run
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        names = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
+        if "sweep" in names:
+            # The space against the other parameters (e.g. the objective against data.task):
+            # only when sweeping, so that `kedro run --params data.task=regression` still runs.
+            parse_sweep(catalog.load("parameters"))

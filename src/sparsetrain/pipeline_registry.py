@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from sparsetrain.pipelines import compression, evaluation, ingestion, registry, training
+from sparsetrain.pipelines import compression, evaluation, ingestion, registry, sweep, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -16,4 +16,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "registry": registry.create_pipeline(),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    # Not in __default__: an Optuna study over the training recipe (`kedro run --pipelines sweep`).
+    pipelines["sweep"] = ingestion.create_pipeline() + compression.create_pipeline() + sweep.create_pipeline()
     return pipelines

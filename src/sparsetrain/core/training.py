@@ -185,9 +185,9 @@ def evaluate_loss(model: nn.Module, X: Tensor, y: Tensor, loss_fn, batch_size: i
 
 def log_progress(log: EpochLog) -> None:
     """The default progress callback: one line per epoch."""
-    val = "" if log.val_loss is None else f" val_loss={log.val_loss:.4f}"
+    val = "" if log.val_loss is None else f" val {log.val_loss:.4f}"
     logger.info(
-        "epoch %d/%d train_loss=%.4f%s density=%.3f lr=%.2e (%.2fs)",
+        "epoch %d/%d loss %.4f%s density %.3f lr %.1e %.2fs",
         log.epoch + 1, log.total_epochs, log.train_loss, val, log.density, log.lr, log.seconds,
     )
 

@@ -1,0 +1,168 @@
+"""`kedro run --pipelines sweep` end to end, in a scratch copy of the project: the tracked
+result, a bad sweep, a worker killed mid-trial, two workers on one study."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+FAST = "training.epochs=2,training.early_stopping=null"
+STORAGE = "sqlite:///data/08_reporting/sweep/optuna.db"  # the default, relative to the project
+
+
+def sweep_cmd(params: str) -> list[str]:
+    return [sys.executable, "-m", "kedro", "run", "--pipelines", "sweep", "--params", params]
+
+
+def kedro_sweep(project: Path, params: str, expect: int = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        sweep_cmd(params), cwd=project, capture_output=True, text=True, timeout=400, env=os.environ.copy()
+    )
+    assert result.returncode == expect, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+def start_sweep(project: Path, params: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        sweep_cmd(params),
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+
+
+def all_runs() -> pd.DataFrame:
+    return mlflow.search_runs(search_all_experiments=True)
+
+
+def artifacts(run_id: str) -> set[str]:
+    client = MlflowClient()
+    found = set()
+    for item in client.list_artifacts(run_id):
+        found.add(item.path)
+        if item.is_dir:
+            found |= {sub.path for sub in client.list_artifacts(run_id, item.path)}
+    return found
+
+
+def test_sweep_tracks_trials_reports_and_registers_the_best(project):
+    result = kedro_sweep(
+        project,
+        "sweep.study_name=e2e,sweep.sampler=grid,sweep.n_trials=10,"
+        f"sweep.space.sparsity.strength=[1.0e-3],sweep.space.model.init=[xavier_uniform],{FAST}",
+    )
+
+    runs = all_runs()
+    trials = runs[runs["tags.mlflow.parentRunId"].notna()]
+    parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
+    # the grid: 5 penalties x 1 strength x 1 init, each once, then the study stops
+    assert len(trials) == 5 and set(trials["tags.mlflow.parentRunId"]) == {parent.run_id}
+    assert set(trials["params.sparsity.penalty"]) == {"l1", "l2", "elasticnet", "group_lasso", "l0"}
+    assert trials[["params.model.init", "metrics.val_accuracy", "metrics.density"]].notna().all().all()
+    assert "linear-l0-1e-03-xavier_uniform" in set(trials["tags.mlflow.runName"])
+    assert {
+        "sweep/trials.csv",
+        "sweep/frontier.png",
+        "sweep/best_params.yml",
+        "sweep/pareto_set.yml",
+        "sweep/summary.json",
+    } <= artifacts(parent.run_id)
+    assert parent["metrics.best_val_accuracy"] == pytest.approx(trials["metrics.val_accuracy"].max())
+    assert 0.0 < parent["metrics.test_accuracy"] <= 1.0
+    assert result.stdout.count("sweep trial") + result.stderr.count("sweep trial") == 5  # a line per trial
+
+    version = MlflowClient().get_model_version("sparsetrain-classifier", "1")
+    assert version.tags["sweep_study"] == "e2e" and version.run_id == parent.run_id
+    best = yaml.safe_load((project / "data/08_reporting/sweep/best_params.yml").read_text())
+    winner = trials.loc[trials["metrics.val_accuracy"].idxmax()]
+    assert best["run"]["params"]["sparsity"]["penalty"] == parent["tags.sweep_best_run_name"].split("-")[1]
+    assert winner["metrics.val_accuracy"] == pytest.approx(parent["metrics.best_val_accuracy"])
+
+
+@pytest.mark.parametrize(
+    "params, key",
+    [
+        ("sweep.sampler=bayes", "sweep.sampler"),
+        ("data.source=synthetic,data.task=regression", "sweep.objective"),
+    ],
+)
+def test_bad_sweep_fails_before_any_trial(project, params, key):
+    result = kedro_sweep(project, params, expect=2)
+    assert f"Error: {key}" in result.stderr and "Traceback" not in result.stderr
+    assert not (project / "data/08_reporting/sweep/optuna.db").exists()
+    assert len(all_runs()) == 0
+
+
+def wait_for_running_trial(study_name: str, timeout_s: float = 240) -> optuna.trial.FrozenTrial:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            running = optuna.load_study(study_name=study_name, storage=STORAGE).get_trials(
+                states=(optuna.trial.TrialState.RUNNING,)
+            )
+            if running:
+                return running[0]
+        except (KeyError, Exception):  # the storage or the study does not exist yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("no trial started")
+
+
+def test_a_killed_sweep_loses_only_its_trial_and_resumes(project):
+    worker = start_sweep(
+        project,
+        "sweep.study_name=kill,sweep.heartbeat_s=1,sweep.n_trials=3,"
+        "training.epochs=5000,training.early_stopping=null",
+    )
+    try:
+        in_flight = wait_for_running_trial("kill")
+        time.sleep(2.0)  # mid-trial, its heartbeat recorded
+    finally:
+        worker.kill()  # SIGKILL: no cleanup of any kind
+        worker.wait()
+    study = optuna.load_study(study_name="kill", storage=STORAGE)
+    assert study.trials[in_flight.number].state.name == "RUNNING"  # what a dead worker leaves
+
+    kedro_sweep(project, f"sweep.study_name=kill,sweep.heartbeat_s=1,sweep.n_trials=2,{FAST}")
+
+    trials = optuna.load_study(study_name="kill", storage=STORAGE).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    table = pd.read_csv(project / "data/08_reporting/sweep/trials.csv")
+    assert "heartbeat" in table.loc[table["number"] == in_flight.number, "fail_reason"].iloc[0]
+    killed = MlflowClient().get_run(in_flight.user_attrs["mlflow_run_id"])
+    assert killed.info.status == "KILLED"
+    assert MlflowClient().get_run(in_flight.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
+
+
+def test_two_workers_share_one_study(project):
+    params = f"sweep.study_name=pair,sweep.n_trials=3,{FAST}"
+    first = start_sweep(project, params)
+    time.sleep(3.0)  # workers usually start apart; both still run their trials side by side
+    second = start_sweep(project, params)
+    for worker in (first, second):
+        _, err = worker.communicate(timeout=400)
+        assert worker.returncode == 0, err[-4000:]
+
+    trials = optuna.load_study(study_name="pair", storage=STORAGE).trials
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    workers = pd.Series([t.user_attrs["worker"] for t in trials]).value_counts()
+    assert list(workers) == [3, 3]
+    runs = all_runs()
+    nested = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert sorted(nested["tags.mlflow.parentRunId"].value_counts()) == [3, 3]
+    assert nested["tags.sweep_trial"].astype(int).sort_values().tolist() == list(range(6))
