@@ -1,4 +1,10 @@
-"""Weight initializers by config name (``model.init``); biases start at zero."""
+"""Weight initializers by config name (``model.init``); biases start at zero.
+
+Each initializer is a small in-place function with its formula and paper. ``fan_in`` is the number
+of inputs of a unit (``in_features``, or ``in_channels * kh * kw`` for a convolution), ``fan_out``
+the number of outputs (``out_features``, or ``out_channels * kh * kw``). Every layer uses the ReLU
+gain ``sqrt(2)``, the networks' activation (the tanh LeNet's recommended gain, 5/3, is close).
+"""
 
 from __future__ import annotations
 
@@ -13,27 +19,34 @@ RELU_GAIN = math.sqrt(2.0)
 
 
 def _xavier_uniform(w: Tensor) -> None:
-    """Glorot & Bengio 2010: U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)), gain sqrt(2) for ReLU."""
+    """Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural
+    networks": ``U(-a, a)``, ``a = gain * sqrt(6 / (fan_in + fan_out))``, so
+    ``std = gain * sqrt(2 / (fan_in + fan_out))``; gain ``sqrt(2)``."""
     nn.init.xavier_uniform_(w, gain=RELU_GAIN)
 
 
 def _xavier_normal(w: Tensor) -> None:
-    """Glorot & Bengio 2010: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
+    """Glorot & Bengio 2010: ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``;
+    gain ``sqrt(2)``."""
     nn.init.xavier_normal_(w, gain=RELU_GAIN)
 
 
 def _kaiming_uniform(w: Tensor) -> None:
-    """He et al. 2015: U(-b, b), b = sqrt(6 / fan_in) for ReLU."""
+    """He et al. 2015, "Delving deep into rectifiers": ``U(-b, b)``,
+    ``b = gain * sqrt(3 / fan_in) = sqrt(6 / fan_in)`` for ReLU, so ``std = sqrt(2 / fan_in)``."""
     nn.init.kaiming_uniform_(w, nonlinearity="relu")
 
 
 def _kaiming_normal(w: Tensor) -> None:
-    """He et al. 2015: N(0, 2 / fan_in) for ReLU."""
+    """He et al. 2015: ``N(0, std^2)``, ``std = gain / sqrt(fan_in) = sqrt(2 / fan_in)`` for ReLU."""
     nn.init.kaiming_normal_(w, nonlinearity="relu")
 
 
 def _orthogonal(w: Tensor) -> None:
-    """Saxe et al. 2014: a (semi-)orthogonal matrix scaled by the ReLU gain."""
+    """Saxe et al. 2014, "Exact solutions to the nonlinear dynamics of learning in deep linear
+    neural networks": the weight, viewed as a ``out x fan_in`` matrix, is ``gain`` times a
+    (semi-)orthogonal one (orthonormal rows or columns, whichever are fewer), so its entries have
+    ``std = gain / sqrt(max(out, fan_in))``; gain ``sqrt(2)``."""
     nn.init.orthogonal_(w, gain=RELU_GAIN)
 
 

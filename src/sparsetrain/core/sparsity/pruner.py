@@ -1,16 +1,52 @@
-"""The pruning driver contract the trainer calls, and the no-op pruner.
+"""The pruning driver contract the trainer calls, and the pruners that implement it.
 
 A pruner keeps *what* to prune (a mask rule, ``masks.py``) apart from *how much and when*
 (a schedule, ``schedules.py``); this module drives both through the training loop. Masks only
-shrink, and masked weights stay exactly zero through every optimizer step.
+shrink, and masked weights stay exactly zero through every optimizer step: a gradient hook on each
+masked parameter zeroes its masked gradient entries (so plain SGD never moves them), and
+``after_step`` re-applies the masks (momentum and Adam move weights even at zero gradient, from
+their running averages).
+
+Masks are plain boolean tensors held by the pruner; the hooks are small callable objects, not
+lambdas, and ``finalize`` removes them and drops every reference to the model, so a pruner pickles
+before ``attach`` and after ``finalize``.
+
+- :class:`ThresholdPruner` (``sparsity.pruning: threshold``): after training, zero the weights with
+  ``|w| < threshold``, then fine-tune ``finetune_epochs`` with the mask fixed (Han et al. 2015).
+- :class:`MagnitudePruner` (``gmp``): gradual magnitude pruning to exactly the target density
+  along a schedule (cubic, Zhu & Gupta 2017), layer-wise or global; the epochs after the schedule's
+  end fine-tune with the masks fixed.
+- :class:`StructuredPruner` (``structured``): mask whole hidden units (neurons and convolution
+  channels) by norm, gradually along the same kind of schedule, fine-tune ``finetune_epochs`` with
+  the unit mask fixed, then return a physically smaller dense network.
+
+:func:`make_pruner` builds one from the ``sparsity`` config section.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
+
+from sparsetrain.core.sparsity.masks import (
+    global_magnitude_masks,
+    magnitude_mask,
+    threshold_mask,
+    unit_mask,
+    unit_scores,
+)
+from sparsetrain.core.sparsity.schedules import CubicSchedule, Schedule
+from sparsetrain.errors import SparsetrainError
+
+if TYPE_CHECKING:
+    from sparsetrain.config import SparsityConfig
 
 
 @runtime_checkable
@@ -59,3 +95,490 @@ class NoPruning:
 
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is NoPruning
+
+    def __hash__(self) -> int:
+        return hash(NoPruning)
+
+    def __repr__(self) -> str:
+        return "NoPruning()"
+
+
+class MaskGradient:
+    """Gradient hook ``grad -> grad * mask``: masked entries get no gradient (picklable)."""
+
+    def __init__(self, mask: Tensor) -> None:
+        self.mask = mask
+
+    def __call__(self, grad: Tensor) -> Tensor:
+        return grad.masked_fill(~self.mask, 0.0)
+
+
+class MaskSet:
+    """Keep-masks on parameters, with the gradient hooks that enforce them.
+
+    ``update`` intersects a parameter's mask with a new one (masks only shrink), ``apply`` zeroes
+    the masked entries, ``release`` removes the hooks.
+    """
+
+    def __init__(self) -> None:
+        self.params: list[Tensor] = []
+        self.hooks: list[MaskGradient] = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    @property
+    def masks(self) -> list[Tensor]:
+        return [hook.mask for hook in self.hooks]
+
+    def mask_of(self, param: Tensor) -> Tensor | None:
+        for p, hook in zip(self.params, self.hooks):
+            if p is param:
+                return hook.mask
+        return None
+
+    def update(self, param: Tensor, mask: Tensor) -> None:
+        mask = mask.to(device=param.device, dtype=torch.bool)
+        if mask.shape != param.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match parameter {tuple(param.shape)}")
+        for p, hook in zip(self.params, self.hooks):
+            if p is param:
+                hook.mask = hook.mask & mask
+                return
+        hook = MaskGradient(mask.clone())
+        self.params.append(param)
+        self.hooks.append(hook)
+        if param.requires_grad:
+            self._handles.append(param.register_hook(hook))
+
+    def apply(self) -> None:
+        with torch.no_grad():
+            for p, hook in zip(self.params, self.hooks):
+                p.masked_fill_(~hook.mask, 0.0)
+
+    def release(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.params = []
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = []  # hooks do not survive pickling; a copy holds masks only
+        return state
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
+def training_fraction(epoch: int, total_epochs: int) -> float:
+    """Epoch ``0`` is fraction 0, the last epoch fraction 1."""
+    return 1.0 if total_epochs <= 1 else min(1.0, epoch / (total_epochs - 1))
+
+
+def _check_finetune(value: int) -> None:
+    if isinstance(value, bool) or not (isinstance(value, int) and value >= 0):
+        raise SparsetrainError(f"sparsity.finetune_epochs must be an integer >= 0, got {value!r}")
+
+
+def _first_epoch_at(fraction: float, epochs: int) -> int:
+    """The first of ``epochs`` training epochs whose training fraction reaches ``fraction``."""
+    for epoch in range(epochs):
+        if training_fraction(epoch, epochs) >= fraction:
+            return epoch
+    return max(epochs - 1, 0)
+
+
+@dataclass(eq=True, kw_only=True)
+class ThresholdPruner:
+    """Han et al. 2015 ("Learning both Weights and Connections for Efficient Neural Networks"):
+    train, zero every prunable weight with ``|w| < threshold``, then fine-tune the rest
+    ``finetune_epochs`` with the mask fixed.
+
+    The threshold is applied once, at the start of the first fine-tuning epoch; early stopping
+    counts from there. With ``finetune_epochs = 0`` it is applied in ``finalize``, to the best
+    (early-stopped) weights. Combine it with an L1 penalty during training to push weights below
+    the threshold first."""
+
+    threshold: float = 1e-3
+    finetune_epochs: int = 5
+    _masks: MaskSet = field(default_factory=MaskSet, init=False, repr=False, compare=False)
+    _weights: list[nn.Parameter] = field(default_factory=list, init=False, repr=False, compare=False)
+    _pruned: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_finetune(self.finetune_epochs)
+        if not (0.0 <= self.threshold < math.inf):
+            raise SparsetrainError(f"sparsity.threshold must be a finite number >= 0, got {self.threshold!r}")
+
+    @property
+    def masks(self) -> list[Tensor]:
+        return self._masks.masks
+
+    def total_epochs(self, epochs: int) -> int:
+        return epochs + self.finetune_epochs
+
+    def attach(self, model: nn.Module, weights: Sequence[nn.Parameter]) -> None:
+        self._weights = list(weights)
+        self._pruned = False
+
+    def prune(self) -> None:
+        """Zero the weights below the threshold, and keep them zero from now on."""
+        for w in self._weights:
+            self._masks.update(w, threshold_mask(w, self.threshold, self._masks.mask_of(w)))
+        self._masks.apply()
+        self._pruned = True
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        if self.finetune_epochs > 0 and epoch == total_epochs - self.finetune_epochs and not self._pruned:
+            self.prune()
+
+    def after_step(self) -> None:
+        self._masks.apply()
+
+    def frozen_from(self, total_epochs: int) -> int:
+        return total_epochs - self.finetune_epochs if self.finetune_epochs > 0 else 0
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        if not self._pruned and self._weights:
+            self.prune()
+        self._masks.apply()
+        self._masks.release()
+        self._weights = []
+        return model
+
+
+@dataclass(eq=True)
+class MagnitudePruner:
+    """Gradual magnitude pruning (Zhu & Gupta 2017) of all prunable weights.
+
+    At the start of each epoch the schedule gives the density for that point of training
+    (epoch ``t`` of ``T`` is fraction ``t / (T - 1)``) and the mask keeps exactly
+    ``round(density * n)`` weights of largest magnitude among those still kept: per layer
+    (``scope="layer"``, each layer ``n`` of its own) or over all layers together (``"global"``).
+    From the schedule's ``end`` on the masks are fixed and the remaining epochs fine-tune.
+    """
+
+    schedule: Schedule
+    scope: Literal["layer", "global"] = "layer"
+    _masks: MaskSet = field(default_factory=MaskSet, init=False, repr=False, compare=False)
+    _weights: list[nn.Parameter] = field(default_factory=list, init=False, repr=False, compare=False)
+    _density: float = field(default=1.0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("layer", "global"):
+            raise SparsetrainError(f"sparsity.scope must be 'layer' or 'global', got {self.scope!r}")
+
+    @property
+    def masks(self) -> list[Tensor]:
+        return self._masks.masks
+
+    def total_epochs(self, epochs: int) -> int:
+        return epochs
+
+    def attach(self, model: nn.Module, weights: Sequence[nn.Parameter]) -> None:
+        self._weights = list(weights)
+        self._density = 1.0
+
+    def prune_to(self, density: float) -> None:
+        """Shrink the masks to ``density`` (no-op if they are already that sparse)."""
+        if density >= self._density or not self._weights:
+            return
+        current = [self._masks.mask_of(w) for w in self._weights]
+        if self.scope == "global":
+            masks = global_magnitude_masks(self._weights, density, current)
+        else:
+            masks = [magnitude_mask(w, density, m) for w, m in zip(self._weights, current)]
+        for w, mask in zip(self._weights, masks):
+            self._masks.update(w, mask)
+        self._masks.apply()
+        self._density = density
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        self.prune_to(self.schedule(training_fraction(epoch, total_epochs)))
+
+    def after_step(self) -> None:
+        self._masks.apply()
+
+    def frozen_from(self, total_epochs: int) -> int:
+        return _first_epoch_at(self.schedule.end, total_epochs)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        self.prune_to(self.schedule(1.0))  # already there after a full run; a safeguard
+        self._masks.apply()
+        self._masks.release()
+        self._weights = []
+        return model
+
+
+# --- structured pruning ---------------------------------------------------------------------------
+
+_PASS_THROUGH = (nn.ReLU, nn.Tanh, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.Identity)
+_LAYERS = (nn.Linear, nn.Conv2d)
+
+
+def _raw_weight(module: nn.Module) -> Tensor:
+    """The trained weight tensor, under any parametrization (L0 gates) that may sit on it."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations["weight"].original
+    return module.weight
+
+
+@dataclass(frozen=True)
+class HiddenLayer:
+    """One layer of hidden units in an ``nn.Sequential``: ``layer`` (position of the Linear /
+    Conv2d computing them), ``norm`` (position of the BatchNorm after it, if any), ``next``
+    (position of the layer reading them) and ``block`` (how many of the next layer's input columns
+    one unit feeds: 1, or ``H * W`` when a Flatten sits between a convolution and a Linear)."""
+
+    layer: int
+    norm: int | None
+    next: int
+    block: int
+
+
+def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
+    """The hidden layers of a model built by ``models.py``; a clear error for other layouts."""
+    layout_error = (
+        "sparsity.pruning 'structured' supports the nn.Sequential layouts that models.py builds "
+        "(Linear / Conv2d, BatchNorm, ReLU / Tanh, Dropout, Max / AvgPool2d, Flatten); "
+    )
+    if not isinstance(model, nn.Sequential):
+        raise SparsetrainError(layout_error + f"got a {type(model).__name__}")
+    children = list(model)
+    positions = [i for i, m in enumerate(children) if isinstance(m, _LAYERS)]
+    if any(isinstance(m, nn.Conv2d) and m.groups != 1 for m in children):
+        raise SparsetrainError(layout_error + "grouped convolutions are not supported")
+    layers: list[HiddenLayer] = []
+    for here, nxt in zip(positions, positions[1:]):
+        layer, reader = children[here], children[nxt]
+        units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+        norm, flattened = None, False
+        for offset, module in enumerate(children[here + 1 : nxt], start=here + 1):
+            if isinstance(module, _BatchNorm) and norm is None and module.num_features == units:
+                norm = offset
+            elif isinstance(module, nn.Flatten):
+                flattened = True
+            elif not isinstance(module, _PASS_THROUGH):
+                raise SparsetrainError(layout_error + f"got {type(module).__name__} at position {offset}")
+        if isinstance(reader, nn.Conv2d):
+            if not isinstance(layer, nn.Conv2d) or flattened or reader.in_channels != units:
+                raise SparsetrainError(
+                    layout_error + f"layer {nxt} does not read the channels of layer {here}"
+                )
+            block = 1
+        else:
+            block, rest = divmod(reader.in_features, units)
+            if rest or (block != 1 and not (isinstance(layer, nn.Conv2d) and flattened)):
+                raise SparsetrainError(layout_error + f"layer {nxt} does not read the units of layer {here}")
+        layers.append(HiddenLayer(here, norm, nxt, block))
+    return layers
+
+
+def _units_axis(mask: Tensor, param: Tensor, axis: int, block: int = 1) -> Tensor:
+    """Broadcast a unit mask along ``axis`` of ``param`` (each unit covering ``block`` entries)."""
+    if block > 1:
+        mask = mask.repeat_interleave(block)
+    shape = [1] * param.dim()
+    shape[axis] = mask.numel()
+    return mask.view(shape).expand_as(param)
+
+
+def _slice_layer(layer: nn.Module, rows: Tensor | None, cols: Tensor | None) -> nn.Module:
+    """A new Linear / Conv2d with only the kept output ``rows`` and input ``cols``."""
+    weight = layer.weight.detach()
+    if rows is not None:
+        weight = weight[rows]
+    if cols is not None:
+        weight = weight[:, cols]
+    bias = layer.bias.detach() if layer.bias is not None else None
+    if bias is not None and rows is not None:
+        bias = bias[rows]
+    if isinstance(layer, nn.Linear):
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    else:
+        new = nn.Conv2d(
+            weight.shape[1], weight.shape[0], layer.kernel_size, stride=layer.stride, padding=layer.padding,
+            dilation=layer.dilation, bias=bias is not None, padding_mode=layer.padding_mode,
+        )
+    new = new.to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    new.train(layer.training)
+    return new
+
+
+def _slice_norm(norm: _BatchNorm, keep: Tensor) -> _BatchNorm:
+    new = type(norm)(
+        int(keep.sum()), eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
+        track_running_stats=norm.track_running_stats,
+    )
+    new = new.to(device=keep.device)
+    with torch.no_grad():
+        if norm.affine:
+            new.weight.copy_(norm.weight[keep])
+            new.bias.copy_(norm.bias[keep])
+        if norm.track_running_stats:
+            new.running_mean.copy_(norm.running_mean[keep])
+            new.running_var.copy_(norm.running_var[keep])
+            new.num_batches_tracked.copy_(norm.num_batches_tracked)
+    new.train(norm.training)
+    return new
+
+
+def shrink(model: nn.Sequential, keep: Sequence[Tensor]) -> nn.Sequential:
+    """A physically smaller copy of ``model`` keeping, in each of ``hidden_layers(model)``, the
+    units where ``keep`` is True: rows (output channels) of the layer, entries of its BatchNorm,
+    columns (input channels, or blocks of columns after a Flatten) of the next layer. Other modules
+    are shared, not copied (they hold no parameters); the ``arch`` attribute of ``build_model``
+    is copied over."""
+    layers = hidden_layers(model)
+    if len(keep) != len(layers):
+        raise ValueError(f"need one unit mask per hidden layer ({len(layers)}), got {len(keep)}")
+    children = list(model)
+    rows: dict[int, Tensor] = {}
+    cols: dict[int, Tensor] = {}
+    norms: dict[int, Tensor] = {}
+    for hidden, mask in zip(layers, keep):
+        mask = mask.bool()
+        rows[hidden.layer] = mask
+        cols[hidden.next] = mask.repeat_interleave(hidden.block) if hidden.block > 1 else mask
+        if hidden.norm is not None:
+            norms[hidden.norm] = mask
+    new_children: list[nn.Module] = []
+    for i, module in enumerate(children):
+        if i in rows or i in cols:
+            new_children.append(_slice_layer(module, rows.get(i), cols.get(i)))
+        elif i in norms:
+            new_children.append(_slice_norm(module, norms[i]))
+        else:
+            new_children.append(module)
+    smaller = nn.Sequential(*new_children)
+    smaller.train(model.training)
+    if hasattr(model, "arch"):  # the build arguments that export reads (widths come off the layers)
+        smaller.arch = dict(model.arch)
+    return smaller
+
+
+@dataclass(eq=True)
+class StructuredPruner:
+    """Remove whole hidden units (neurons, and convolution channels) by norm.
+
+    The unit density follows ``schedule`` over the training epochs (the cubic schedule of Zhu &
+    Gupta 2017 by default, as for ``gmp``, but counting units): at the start of each epoch every
+    hidden layer keeps its ``round(density * units)`` units of highest
+    :func:`~sparsetrain.core.sparsity.masks.unit_scores` (incoming norm, or BatchNorm scale, times
+    outgoing norm) among those still kept. A removed unit is masked: its incoming row, bias,
+    BatchNorm scale and shift and its outgoing column (or channel) are zero and get no gradient,
+    so the trainer's optimizer keeps working on the original parameters. After the training
+    epochs, ``finetune_epochs`` more run with the unit mask fixed; ``finalize`` then slices the
+    network into a physically smaller dense one (fewer rows, columns and channels; BatchNorm
+    sliced too) whose outputs equal the masked network's, and which is faster at every batch size.
+
+    Gradual removal, not one shot after training: on digits (MLP [64] -> 16 units, 8 + 5 epochs)
+    one-shot pruning left the cosine schedule's tail too small a learning rate to recover
+    (0.76-0.93 test accuracy over seeds) where gradual removal reached 0.92-0.95.
+
+    The output layer and the inputs are never pruned; units are ranked per layer, whatever
+    ``sparsity.scope`` says; a model without hidden layers (``linear``) comes back unchanged.
+    For the CNN, convolution channels are pruned too (through the Flatten, a channel owns its
+    block of the first fully connected layer's columns).
+    """
+
+    schedule: Schedule
+    finetune_epochs: int = 5
+    _masks: MaskSet = field(default_factory=MaskSet, init=False, repr=False, compare=False)
+    _model: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
+    _keep: list[Tensor] = field(default_factory=list, init=False, repr=False, compare=False)
+    _density: float = field(default=1.0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_finetune(self.finetune_epochs)
+
+    @property
+    def masks(self) -> list[Tensor]:
+        return self._masks.masks
+
+    @property
+    def unit_masks(self) -> list[Tensor]:
+        """The kept units of each hidden layer (after pruning)."""
+        return list(self._keep)
+
+    def total_epochs(self, epochs: int) -> int:
+        return epochs + self.finetune_epochs
+
+    def attach(self, model: nn.Module, weights: Sequence[nn.Parameter]) -> None:
+        hidden_layers(model)  # fail before training on a layout it cannot slice
+        self._model = model
+        self._keep = []
+        self._density = 1.0
+
+    def prune_to(self, density: float) -> None:
+        """Shrink every hidden layer to ``density`` of its units (no-op if already that small)."""
+        if self._model is None or density >= self._density:
+            return
+        children = list(self._model)
+        layers = hidden_layers(self._model)
+        current = self._keep or [None] * len(layers)
+        self._keep = []
+        for hidden, kept in zip(layers, current):
+            layer, reader = children[hidden.layer], children[hidden.next]
+            norm = children[hidden.norm] if hidden.norm is not None else None
+            w_in, w_out = _raw_weight(layer), _raw_weight(reader)
+            units = w_in.shape[0]
+            scale = norm.weight if norm is not None and norm.affine else None
+            scores = unit_scores(w_in, w_out.reshape(w_out.shape[0], units, -1), scale)
+            keep = unit_mask(scores, density, kept)
+            self._keep.append(keep)
+            self._masks.update(w_in, _units_axis(keep, w_in, 0))
+            if layer.bias is not None:
+                self._masks.update(layer.bias, keep)
+            if scale is not None:
+                self._masks.update(norm.weight, keep)
+                self._masks.update(norm.bias, keep)
+            self._masks.update(w_out, _units_axis(keep, w_out, 1, hidden.block))
+        self._masks.apply()
+        self._density = density
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        training = total_epochs - self.finetune_epochs
+        fraction = training_fraction(epoch, training) if epoch < training else 1.0
+        self.prune_to(self.schedule(fraction))
+
+    def after_step(self) -> None:
+        self._masks.apply()
+
+    def frozen_from(self, total_epochs: int) -> int:
+        return _first_epoch_at(self.schedule.end, total_epochs - self.finetune_epochs)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        self.prune_to(self.schedule(1.0))
+        self._masks.apply()
+        self._masks.release()
+        keep, self._keep, self._model = self._keep, [], None
+        if not keep:
+            return model
+        return shrink(model, keep)
+
+
+def make_pruner(sparsity: SparsityConfig) -> Pruner:
+    """The pruner that ``sparsity.pruning`` names, configured from the same section."""
+    kind = sparsity.pruning
+    if kind == "none":
+        return NoPruning()
+    if kind == "threshold":
+        return ThresholdPruner(threshold=sparsity.threshold, finetune_epochs=sparsity.finetune_epochs)
+    if kind == "gmp":
+        schedule = CubicSchedule(
+            final_density=sparsity.target_density, start=sparsity.prune_start, end=sparsity.prune_end
+        )
+        return MagnitudePruner(schedule, scope=sparsity.scope)
+    if kind == "structured":
+        schedule = CubicSchedule(
+            final_density=sparsity.target_density, start=sparsity.prune_start, end=sparsity.prune_end
+        )
+        return StructuredPruner(schedule, finetune_epochs=sparsity.finetune_epochs)
+    raise SparsetrainError(f"sparsity.pruning '{kind}' is unknown; choose none, threshold, gmp or structured")

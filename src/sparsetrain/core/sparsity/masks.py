@@ -1,0 +1,99 @@
+"""Mask rules: *what* to prune. Pure functions from tensors to boolean keep-masks.
+
+A mask has the shape of the tensor it masks, ``True`` where the entry is kept. Every rule takes the
+``current`` mask (``None`` = keep all) and only ever returns a subset of it, so that masks only
+shrink however often a pruner calls them. Densities are fractions of the *whole* tensor (or of all
+tensors, for the global rule), in ``(0, 1]``; a density never keeps fewer than one entry per tensor,
+so that no layer is cut off entirely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from sparsetrain.errors import SparsetrainError
+
+
+def n_keep(n: int, density: float) -> int:
+    """How many of ``n`` entries a density keeps: ``round(density * n)``, at least 1 (and <= n)."""
+    if not 0.0 < density <= 1.0:
+        raise SparsetrainError(f"sparsity.target_density must be in (0, 1], got {density!r}")
+    return max(1, min(n, round(density * n)))
+
+
+def _full(shape: torch.Size, device: torch.device) -> Tensor:
+    return torch.ones(shape, dtype=torch.bool, device=device)
+
+
+def top_k_mask(scores: Tensor, k: int, current: Tensor | None = None) -> Tensor:
+    """Keep the ``k`` highest scores among the entries ``current`` keeps (all of them if it keeps
+    at most ``k``); ties are broken by ``torch.topk``, so exactly ``min(k, kept)`` entries stay."""
+    current = _full(scores.shape, scores.device) if current is None else current.bool()
+    kept = int(current.sum())
+    if k >= kept:
+        return current.clone()
+    ranked = torch.where(current, scores, torch.full_like(scores, -torch.inf)).flatten()
+    mask = torch.zeros(ranked.numel(), dtype=torch.bool, device=scores.device)
+    mask[torch.topk(ranked, k, sorted=False).indices] = True
+    return mask.view(scores.shape)
+
+
+def magnitude_mask(w: Tensor, density: float, current: Tensor | None = None) -> Tensor:
+    """Layer-wise magnitude pruning: keep the ``round(density * w.numel())`` largest ``|w|``."""
+    return top_k_mask(w.detach().abs(), n_keep(w.numel(), density), current)
+
+
+def global_magnitude_masks(
+    weights: Sequence[Tensor], density: float, current: Sequence[Tensor | None] | None = None
+) -> list[Tensor]:
+    """Global magnitude pruning: keep the ``round(density * total)`` largest ``|w|`` over all
+    tensors together, so layers end up with different densities."""
+    if not weights:
+        return []
+    current = list(current) if current is not None else [None] * len(weights)
+    scores = torch.cat([w.detach().abs().flatten() for w in weights])
+    masks = torch.cat([
+        (_full(w.shape, w.device) if m is None else m.bool()).flatten() for w, m in zip(weights, current)
+    ])
+    flat = top_k_mask(scores, n_keep(scores.numel(), density), masks)
+    return [part.view(w.shape) for part, w in zip(flat.split([w.numel() for w in weights]), weights)]
+
+
+def threshold_mask(w: Tensor, threshold: float, current: Tensor | None = None) -> Tensor:
+    """Keep the entries with ``|w| >= threshold`` (Han et al. 2015); may keep none."""
+    if not threshold >= 0.0:
+        raise SparsetrainError(f"sparsity.threshold must be >= 0, got {threshold!r}")
+    mask = w.detach().abs() >= threshold
+    return mask if current is None else mask & current.bool()
+
+
+def unit_scores(incoming: Tensor, outgoing: Tensor, scale: Tensor | None = None) -> Tensor:
+    """Importance of each hidden unit (neuron or convolution channel) ``i``:
+    ``||incoming[i]||_2 * ||outgoing[:, i]||_2``.
+
+    ``incoming`` has the units first (the rows of the layer that computes them, ``(units, ...)``),
+    ``outgoing`` has them second (the next layer's columns or input channels, ``(out, units, ...)``).
+    The product measures how much the unit can carry from input to output. When a BatchNorm
+    follows the unit, its scale ``|gamma_i|`` replaces the incoming norm (``scale``), since the
+    normalization undoes the incoming weights' norm.
+    """
+    units = incoming.shape[0]
+    if outgoing.shape[1] != units:
+        raise ValueError(f"outgoing has {outgoing.shape[1]} units on dim 1, incoming {units} on dim 0")
+    norm_in = incoming.detach().reshape(units, -1).norm(dim=1) if scale is None else scale.detach().abs()
+    norm_out = outgoing.detach().transpose(0, 1).reshape(units, -1).norm(dim=1)
+    return norm_in * norm_out
+
+
+def unit_mask(scores: Tensor, density: float, current: Tensor | None = None) -> Tensor:
+    """Keep the ``round(density * units)`` highest-scoring units (at least one)."""
+    return top_k_mask(scores, n_keep(scores.numel(), density), current)
+
+
+def density_of(masks: Sequence[Tensor]) -> float:
+    """Fraction of kept entries over all masks."""
+    total = sum(m.numel() for m in masks)
+    return float(sum(int(m.sum()) for m in masks)) / max(total, 1)
