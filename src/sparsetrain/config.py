@@ -122,7 +122,7 @@ class SparsityConfig(_Section):
     pruning: Literal["none", "threshold", "gmp", "structured"] = "none"
     threshold: float = Field(1.0e-3, ge=0.0)
     target_density: float = Field(0.1, gt=0.0, le=1.0)
-    scope: Literal["layer", "global"] = "layer"
+    scope: Literal["layer", "global"] = "global"
     # gmp: prune from this fraction of the epochs to that one, then fine-tune with masks fixed
     prune_start: float = Field(0.0, ge=0.0, lt=1.0)
     prune_end: float = Field(0.75, gt=0.0, le=1.0)
@@ -146,7 +146,7 @@ class SparsityConfig(_Section):
 class TrainingConfig(_Section):
     optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw"] = "adam"
     lr: float = Field(1.0e-2, gt=0.0)
-    batch_size: int | None = Field(256, ge=1)
+    batch_size: int | None = Field(64, ge=1)
     epochs: int = Field(30, ge=1)
     lr_schedule: Literal["constant", "step", "cosine"] = "cosine"
     early_stopping: int | None = Field(5, ge=1)

@@ -67,3 +67,21 @@ def test_sparse_inference_matches_dense():
 def test_dense_layers_stay_dense():
     model = build_model("linear", 10, 2)
     assert not any(type(m).__name__ == "SparseLinear" for m in to_sparse_inference(model).modules())
+
+
+def test_structurally_pruned_cnn_round_trips():
+    """Channels and fully connected widths are read off the shrunk network."""
+    from sparsetrain.config import TrainingConfig
+    from sparsetrain.core.sparsity.pruner import StructuredPruner
+    from sparsetrain.core.sparsity.schedules import CubicSchedule
+    from sparsetrain.core.training import fit
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    X, y = rng.random((120, 64), dtype=np.float32), rng.integers(0, 10, 120)
+    pruner = StructuredPruner(CubicSchedule(final_density=0.25, start=0.0, end=0.75), finetune_epochs=1)
+    model, _ = fit(build_model("cnn", 64, 10, image_shape=(1, 8, 8)), X, y, X, y, task="classification",
+                   settings=TrainingConfig(epochs=3, verbose=False), pruner=pruner)
+    loaded = from_bytes(to_bytes(model))
+    x = torch.from_numpy(X[:5])
+    assert torch.equal(model(x), loaded(x))

@@ -323,7 +323,12 @@ def test_fit_group_lasso_neuron_zeroes_whole_rows():
     model, _, _ = train("mlp", make_penalty("group_lasso", 5e-2, groups="neuron"))
     w = prunable_weights(model)[0]
     zero_rows = (w == 0).all(dim=1)
-    assert zero_rows.any() and torch.equal(w == 0, zero_rows[:, None].expand_as(w))
+    assert zero_rows.any()
+    # Outside the zeroed units, zeros only sit on constant input pixels (no gradient ever
+    # reaches them), left behind when a zeroed unit came back to life.
+    constant_inputs = torch.as_tensor(digits()[0].std(axis=0) == 0)
+    stray = (w == 0) & ~zero_rows[:, None]
+    assert not stray[:, ~constant_inputs].any()
     assert torch.count_nonzero(prunable_weights(model)[-1]) == prunable_weights(model)[-1].numel()
 
 

@@ -127,3 +127,20 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(SparsetrainError, match="training.device"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("name", ["constant", "step", "cosine"])
+def test_fine_tuning_restarts_the_schedule_at_a_tenth(name):
+    from sparsetrain.core.training import lr_factor
+
+    assert lr_factor(name, 0, 10, 15) == 1.0
+    assert lr_factor(name, 10, 10, 15) == pytest.approx(0.1)
+    assert lr_factor(name, 14, 10, 15) <= 0.1
+    assert lr_factor(name, 9, 10, 15) <= 1.0
+
+
+def test_unknown_schedule_is_named():
+    from sparsetrain.core.training import lr_factor
+
+    with pytest.raises(SparsetrainError, match="training.lr_schedule"):
+        lr_factor("linear", 0, 10, 10)

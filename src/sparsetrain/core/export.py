@@ -78,9 +78,12 @@ def architecture(model: nn.Module) -> dict[str, Any]:
     arch = dict(getattr(model, "arch", {}))
     if not arch:
         raise ValueError("model has no 'arch' attribute: build it with sparsetrain.core.models.build_model")
+    widths = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)][:-1]
     if arch.get("kind") == "mlp":
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        arch["hidden"] = [m.out_features for m in linears[:-1]]
+        arch["hidden"] = widths
+    elif arch.get("kind") == "cnn":
+        arch["channels"] = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+        arch["fc"] = widths
     return arch
 
 

@@ -55,6 +55,8 @@ def cnn(
     n_outputs: int,
     dropout: float = 0.0,
     batch_norm: bool = False,
+    conv_channels: Sequence[int] = (6, 16),
+    fc: Sequence[int] = (120, 84),
 ) -> nn.Sequential:
     """A small LeNet-5 (LeCun et al. 1998, "Gradient-based learning applied to document
     recognition"): conv 5x5 (6 channels, padding 2) -> tanh -> average-pool 2, conv 5x5
@@ -81,7 +83,7 @@ def cnn(
     layers: list[nn.Module] = [nn.Unflatten(1, (channels, height, width))]
     small = min(height, width) // 2 < 10
     in_channels = channels
-    for index, out_channels in enumerate((6, 16)):
+    for index, out_channels in enumerate(conv_channels):
         padding = 0 if index == 1 and not small else 2
         layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=5, padding=padding))
         if batch_norm:
@@ -94,7 +96,7 @@ def cnn(
         in_channels = out_channels
     layers.append(nn.Flatten())
     features = in_channels * height * width
-    for size in (120, 84):
+    for size in fc:
         layers.append(nn.Linear(features, size))
         if batch_norm:
             layers.append(nn.BatchNorm1d(size))
@@ -116,6 +118,8 @@ def build_model(
     batch_norm: bool = False,
     init: str = "kaiming_uniform",
     image_shape: tuple[int, int, int] | None = None,
+    channels: Sequence[int] = (6, 16),
+    fc: Sequence[int] = (120, 84),
 ) -> nn.Sequential:
     """Build ``model.kind`` and initialize it; call under a fixed torch seed for determinism.
 
@@ -140,7 +144,7 @@ def build_model(
                 f"model.kind 'cnn': image shape {tuple(image_shape)} holds {size} pixels but the data "
                 f"has {n_features} features; set compression.method: none"
             )
-        model = cnn(image_shape, n_outputs, dropout, batch_norm)
+        model = cnn(image_shape, n_outputs, dropout, batch_norm, channels, fc)
     else:
         raise SparsetrainError(f"model.kind '{kind}' is unknown; choose linear, mlp or cnn")
     initialize(model, init)
@@ -149,6 +153,7 @@ def build_model(
         "kind": kind, "n_features": n_features, "n_outputs": n_outputs, "hidden": list(hidden),
         "dropout": dropout, "batch_norm": batch_norm, "init": init,
         "image_shape": list(image_shape) if image_shape is not None else None,
+        "channels": list(channels), "fc": list(fc),
     }
     return model
 

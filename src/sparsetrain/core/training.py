@@ -100,16 +100,33 @@ def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float) -> torc
     return factories[name]()
 
 
-def make_lr_schedule(name: str, optimizer: torch.optim.Optimizer, total_epochs: int):
-    """Per-epoch LR schedules: constant, step (x0.1 at 1/2 and 3/4 of training), cosine to 0."""
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+FINETUNE_LR_FACTOR = 0.1
+
+
+def lr_factor(name: str, epoch: int, train_epochs: int, total_epochs: int) -> float:
+    """LR multiplier of an epoch: constant, step (x0.1 at 1/2 and 3/4 of training) or cosine to 0
+    over the ``train_epochs``; epochs after them fine-tune a pruned network (threshold,
+    structured) and restart the same shape from a tenth of the LR (Han et al. 2015 retrain with
+    a lower rate), so that fine-tuning does not run at the near-zero tail of the first schedule."""
+    if name not in ("constant", "step", "cosine"):
+        raise SparsetrainError(f"training.lr_schedule '{name}' is unknown; choose constant, step or cosine")
+    scale = 1.0
+    if epoch >= train_epochs:
+        epoch, train_epochs, scale = epoch - train_epochs, total_epochs - train_epochs, FINETUNE_LR_FACTOR
     if name == "step":
-        milestones = sorted({max(1, total_epochs // 2), max(1, (3 * total_epochs) // 4)})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+        milestones = {max(1, train_epochs // 2), max(1, (3 * train_epochs) // 4)}
+        return scale * 0.1 ** sum(epoch >= m for m in milestones)
     if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_epochs))
-    raise SparsetrainError(f"training.lr_schedule '{name}' is unknown; choose constant, step or cosine")
+        return scale * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, train_epochs)))
+    return scale
+
+
+def make_lr_schedule(name: str, optimizer: torch.optim.Optimizer, train_epochs: int, total_epochs: int):
+    """A per-epoch scheduler over :func:`lr_factor`."""
+    lr_factor(name, 0, train_epochs, total_epochs)  # fail on an unknown name before training
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: lr_factor(name, epoch, train_epochs, total_epochs)
+    )
 
 
 def prox_steps(optimizer: torch.optim.Optimizer, weights: Sequence[nn.Parameter]) -> list[Tensor | float]:
@@ -172,6 +189,14 @@ def fold_target_scale(model: nn.Module, mean: float, std: float) -> None:
             last.bias.mul_(std).add_(mean)
 
 
+def validation_penalty(penalty: Penalty, model: nn.Module) -> float:
+    """The penalty's value on the weights the model uses at evaluation (L0: the gated weights)."""
+    model.eval()
+    with torch.no_grad():
+        current = prunable_weights(model)
+        return float(sum(penalty.value(current[i]) for i in penalty.targets(len(current))))
+
+
 def evaluate_loss(model: nn.Module, X: Tensor, y: Tensor, loss_fn, batch_size: int = 4096) -> float:
     """Mean loss over a split in eval mode, without gradients."""
     model.eval()
@@ -226,7 +251,7 @@ def fit(
     pruner.attach(model, weights)
     total_epochs = pruner.total_epochs(settings.epochs)
     optimizer = make_optimizer(settings.optimizer, [p for p in model.parameters() if p.requires_grad], settings.lr)
-    schedule = make_lr_schedule(settings.lr_schedule, optimizer, total_epochs)
+    schedule = make_lr_schedule(settings.lr_schedule, optimizer, settings.epochs, total_epochs)
     use_amp = settings.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     batch_size = settings.batch_size or len(X_tr)
@@ -234,28 +259,33 @@ def fit(
 
     history = History(device=str(device))
     best_val, best_state, waited = math.inf, None, 0
+    # The penalty shapes the weights until the pruner's masks are final; from then on the masks
+    # alone set the density (so gmp ends at exactly its target, whatever the penalty zeroed).
     frozen_from = pruner.frozen_from(total_epochs)
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     started = time.perf_counter()
     for epoch in range(total_epochs):
         epoch_start = time.perf_counter()
+        penalize = frozen_from == 0 or epoch < frozen_from
         pruner.on_epoch_start(epoch, total_epochs)
         model.train()
         order = torch.randperm(len(X_tr), device=device, generator=generator)
         running, seen = torch.zeros((), device=device), 0
         for start in range(0, len(X_tr), batch_size):
             idx = order[start : start + batch_size]
-            if len(idx) < 2 and start > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            if has_batch_norm and len(idx) < 2:
                 continue  # batch norm cannot normalize a batch of one
             with torch.autocast(device.type, enabled=use_amp):
                 data_loss = loss_fn(model(X_tr[idx]), y_tr[idx])
-                loss = data_loss + penalty.regularization(model)
+                loss = data_loss + penalty.regularization(model) if penalize else data_loss
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             with torch.no_grad():
-                for w, step in zip(penalized, prox_steps(optimizer, penalized)):
-                    w.copy_(penalty.prox(w, step))
+                if penalize:
+                    for w, step in zip(penalized, prox_steps(optimizer, penalized)):
+                        w.copy_(penalty.prox(w, step))
                 pruner.after_step()
             running += data_loss.detach() * len(idx)
             seen += len(idx)
@@ -269,7 +299,7 @@ def fit(
         history.train_loss.append(train_loss)
         if val_loss is not None:
             history.val_loss.append(val_loss)
-        history.density.append(weight_density(weights))
+        history.density.append(weight_density(prunable_weights(model)))  # eval mode: L0 gates decided
         history.epochs_run = epoch + 1
         log = EpochLog(epoch, total_epochs, train_loss, val_loss, history.density[-1],
                        optimizer.param_groups[0]["lr"], time.perf_counter() - epoch_start)
@@ -277,8 +307,11 @@ def fit(
             callback(log)
         if val_loss is None or epoch < frozen_from:
             continue
-        if val_loss < best_val - 1e-6:
-            best_val, waited, history.best_epoch = val_loss, 0, epoch
+        # Early stopping watches the regularized objective on the validation split: the
+        # validation loss alone would always prefer the earliest, least sparse epoch.
+        objective = val_loss + (validation_penalty(penalty, model) if penalize else 0.0)
+        if objective < best_val - 1e-6:
+            best_val, waited, history.best_epoch = objective, 0, epoch
             best_state = copy.deepcopy(model.state_dict())
         else:
             waited += 1

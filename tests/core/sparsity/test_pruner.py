@@ -347,10 +347,20 @@ def train(kind, sparsity: SparsityConfig, epochs=8, seed=0):
 
 
 def test_fit_gmp_mlp_hits_the_target_density():
-    model, _, density, _ = train("mlp", SparsityConfig(penalty="none", pruning="gmp", target_density=0.1))
+    sparsity = SparsityConfig(penalty="none", pruning="gmp", target_density=0.1, scope="layer")
+    model, _, density, _ = train("mlp", sparsity)
     assert abs(density - 0.1) < 0.01
     for w in prunable_weights(model):
         assert abs(int(torch.count_nonzero(w)) - 0.1 * w.numel()) <= 1
+
+
+def test_fit_global_gmp_hits_the_target_over_all_layers():
+    sparsity = SparsityConfig(penalty="l1", pruning="gmp", target_density=0.1, scope="global")
+    model, _, _, accuracy = train("mlp", sparsity)
+    weights = prunable_weights(model)
+    total = sum(w.numel() for w in weights)
+    assert abs(sum(int(torch.count_nonzero(w)) for w in weights) - 0.1 * total) <= 1
+    assert accuracy > 0.85
 
 
 def test_fit_gmp_cnn_hits_the_target_density_and_stays_accurate():
