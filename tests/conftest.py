@@ -14,15 +14,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 @pytest.fixture(scope="session")
 def digits_splits():
     """Standardized digits, stratified 70 / 10 / 20 split, as the ingestion pipeline makes it."""
-    from sparsetrain.core.data import Standardizer, load_digits_dataset, split_dataset
+    from digits_data import standardized_digits
 
-    raw = split_dataset(load_digits_dataset(), val_size=0.1, test_size=0.2, seed=0)
-    scaler = Standardizer().fit(raw.X_train)
-    return (
-        scaler.transform(raw.X_train), raw.y_train,
-        scaler.transform(raw.X_val), raw.y_val,
-        scaler.transform(raw.X_test), raw.y_test,
-    )
+    return standardized_digits(seed=0)
 
 
 @pytest.fixture

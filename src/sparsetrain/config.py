@@ -146,7 +146,8 @@ class SparsityConfig(_Section):
 class TrainingConfig(_Section):
     optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw"] = "adam"
     lr: float = Field(1.0e-2, gt=0.0)
-    batch_size: int | None = Field(64, ge=1)
+    # "auto": 256, made smaller on small data so that an epoch has at least 20 steps
+    batch_size: int | Literal["auto"] | None = "auto"
     epochs: int = Field(30, ge=1)
     lr_schedule: Literal["constant", "step", "cosine"] = "cosine"
     early_stopping: int | None = Field(5, ge=1)
@@ -154,6 +155,13 @@ class TrainingConfig(_Section):
     seed: int = 42
     amp: bool = False
     verbose: bool = True
+
+    @field_validator("batch_size")
+    @classmethod
+    def _check_batch_size(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer, 'auto', or null for full batch")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -5,15 +5,12 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import typing
-from functools import lru_cache
 
 import numpy as np
 import pytest
 import torch
+from digits_data import standardized_digits
 from scipy.optimize import minimize
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -277,16 +274,8 @@ def test_l0_prox_is_the_identity_and_has_no_strength_max():
 
 # --- fits on digits ----------------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
 def digits():
-    X, y = load_digits(return_X_y=True)
-    X_rest, X_te, y_rest, y_te = train_test_split(X, y, test_size=0.2, stratify=y, random_state=42)
-    X_tr, X_va, y_tr, y_va = train_test_split(
-        X_rest, y_rest, test_size=0.125, stratify=y_rest, random_state=42
-    )
-    scaler = StandardScaler().fit(X_tr)
-    f = lambda a: scaler.transform(a).astype(np.float32)  # noqa: E731
-    return f(X_tr), y_tr, f(X_va), y_va, f(X_te), y_te
+    return standardized_digits(seed=42)
 
 
 def train(kind, penalty, epochs=8, hidden=(64,), seed=0):

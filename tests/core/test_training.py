@@ -144,3 +144,13 @@ def test_unknown_schedule_is_named():
 
     with pytest.raises(SparsetrainError, match="training.lr_schedule"):
         lr_factor("linear", 0, 10, 10)
+
+
+def test_auto_batch_size_gives_small_data_enough_steps():
+    from sparsetrain.core.training import resolve_batch_size
+
+    assert resolve_batch_size("auto", 54_000) == 256
+    assert resolve_batch_size("auto", 1_257) == 62  # digits: 20 steps an epoch
+    assert resolve_batch_size("auto", 100) == 16
+    assert resolve_batch_size(None, 500) == 500
+    assert resolve_batch_size(32, 500) == 32
