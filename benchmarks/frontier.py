@@ -209,7 +209,7 @@ def plan(args) -> tuple[list[dict], dict]:
     ``dense``, ``gmp`` and ``gmp_global`` at 10% run ``--seeds`` seeds (they carry the 10% claim);
     other ``gmp_global`` targets, ``threshold`` and ``structured`` ``--other-seeds``; each penalty strength ``--penalty-seeds``.
     The CNN runs ``--cnn-methods`` with ``--cnn-seeds`` seeds (its l1 grid is shorter)."""
-    targets = TARGETS_QUICK if args.quick else TARGETS_FULL
+    targets = args.targets or (TARGETS_QUICK if args.quick else TARGETS_FULL)
     sparse_targets = [t for t in targets if t < 1.0]
     jobs: list[dict] = []
     waiting: dict[tuple, list[dict]] = defaultdict(list)
@@ -477,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--penalty-seeds", type=int, default=1, help="seeds of each penalty strength sweep")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="threshold / structured fine-tuning")
     parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--targets", type=lambda v: tuple(float(t) for t in v.split(",")), default=None,
+                        help="comma list of densities (default 1,0.2,0.1,0.05,0.02,0.01; quick 1,0.1,0.02)")
     parser.add_argument("--batch-size", type=int, default=256, help="the published tables ran 256")
     parser.add_argument("--n-train", type=int, default=None, help="cap on training images (quick: 6000)")
     parser.add_argument("--workers", type=int, default=1, help="training processes, 1 torch thread each")
@@ -570,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                     for job in record(fut.result()):
                         pending.add(pool.submit(train_one, job))
 
-    targets = TARGETS_QUICK if q else TARGETS_FULL
+    targets = args.targets or (TARGETS_QUICK if q else TARGETS_FULL)
     runs = [r for r in done if r["model"] in args.models]
     rows = summarize(runs, targets)
     anchors = anchor_rows(rows)
