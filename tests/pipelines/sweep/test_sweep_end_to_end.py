@@ -137,7 +137,9 @@ def test_a_killed_sweep_loses_only_its_trial_and_resumes(project):
     study = optuna.load_study(study_name="kill", storage=STORAGE)
     assert study.trials[in_flight.number].state.name == "RUNNING"  # what a dead worker leaves
 
-    kedro_sweep(project, f"sweep.study_name=kill,sweep.heartbeat_s=1,sweep.n_trials=2,{FAST}")
+    # A longer heartbeat for the live worker: on a loaded machine a 1 s beat can starve and a
+    # live trial look dead; the killed trial is stale long before the new worker starts anyway.
+    kedro_sweep(project, f"sweep.study_name=kill,sweep.heartbeat_s=3,sweep.n_trials=2,{FAST}")
 
     trials = optuna.load_study(study_name="kill", storage=STORAGE).trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
