@@ -32,18 +32,25 @@ def mlp(
     batch_norm: bool = False,
 ) -> nn.Sequential:
     """ReLU multilayer perceptron: [Linear, (BatchNorm), ReLU, (Dropout)] per hidden layer."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = n_features
-    for size in hidden:
-        layers.append(nn.Linear(width, size))
+    layers: list[nn.Module] = [nn.Flatten(), *fully_connected(n_features, hidden, nn.ReLU, dropout, batch_norm)]
+    layers.append(nn.Linear(hidden[-1] if hidden else n_features, n_outputs))
+    return nn.Sequential(*layers)
+
+
+def fully_connected(
+    n_in: int, sizes: Sequence[int], activation: type[nn.Module], dropout: float, batch_norm: bool
+) -> list[nn.Module]:
+    """Hidden layers [Linear, (BatchNorm1d), activation, (Dropout)] of an MLP or a CNN head."""
+    layers: list[nn.Module] = []
+    for size in sizes:
+        layers.append(nn.Linear(n_in, size))
         if batch_norm:
             layers.append(nn.BatchNorm1d(size))
-        layers.append(nn.ReLU())
+        layers.append(activation())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        width = size
-    layers.append(nn.Linear(width, n_outputs))
-    return nn.Sequential(*layers)
+        n_in = size
+    return layers
 
 
 def _conv_out(size: int, kernel: int, padding: int) -> int:
@@ -96,15 +103,8 @@ def cnn(
         in_channels = out_channels
     layers.append(nn.Flatten())
     features = in_channels * height * width
-    for size in fc:
-        layers.append(nn.Linear(features, size))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(size))
-        layers.append(nn.Tanh())
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        features = size
-    layers.append(nn.Linear(features, n_outputs))
+    layers += fully_connected(features, fc, nn.Tanh, dropout, batch_norm)
+    layers.append(nn.Linear(fc[-1] if fc else features, n_outputs))
     return nn.Sequential(*layers)
 
 
