@@ -6,7 +6,6 @@ from __future__ import annotations
 import pickle
 import typing
 
-import numpy as np
 import pytest
 import torch
 from digits_data import standardized_digits
