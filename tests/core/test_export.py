@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetrain.core.export import from_bytes, load_sparse, save_sparse, to_bytes, to_sparse_inference
+from sparsetrain.core.export import (
+    FeatureMajorChain,
+    from_bytes,
+    load_sparse,
+    save_sparse,
+    to_bytes,
+    to_sparse_inference,
+)
 from sparsetrain.core.models import build_model, prunable_weights
 
 
@@ -55,18 +62,69 @@ def test_structurally_pruned_mlp_round_trips():
     assert torch.equal(small.eval()(x), loaded(x))
 
 
-def test_sparse_inference_matches_dense():
+def chains(model):
+    return [m for m in model.modules() if isinstance(m, FeatureMajorChain)]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 128, 300])  # inside one block, exactly one, several + a rest
+def test_sparse_inference_matches_dense(rows):
     torch.manual_seed(0)
-    model = sparsify(build_model("mlp", 64, 10, hidden=(128,)), 0.05).eval()
+    model = sparsify(build_model("mlp", 64, 10, hidden=(128, 32)), 0.05).eval()
     sparse = to_sparse_inference(model)
-    assert any(type(m).__name__ == "SparseLinear" for m in sparse.modules())
-    x = torch.randn(32, 64)
-    np.testing.assert_allclose(sparse(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+    assert [c.sparse_layers for c in chains(sparse)] == [3]
+    x = torch.randn(rows, 64)
+    with torch.inference_mode():
+        out = sparse(x)
+        assert out.shape == (rows, 10) and out.is_contiguous()
+        np.testing.assert_allclose(out.numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_inference_folds_batch_norm_and_skips_dropout():
+    torch.manual_seed(0)
+    model = sparsify(build_model("mlp", 32, 4, hidden=(64, 16), batch_norm=True, dropout=0.3), 0.1)
+    model.train()
+    with torch.no_grad():  # non-trivial running statistics
+        for _ in range(5):
+            model(torch.randn(50, 32) * 3 + 1)
+    model.eval()
+    sparse = to_sparse_inference(model)
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.Dropout)) for m in sparse.modules())
+    x = torch.randn(200, 32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(sparse(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_inference_keeps_convolutions_and_chains_the_head():
+    torch.manual_seed(0)
+    model = sparsify(build_model("cnn", 64, 10, image_shape=(1, 8, 8)), 0.1).eval()
+    sparse = to_sparse_inference(model)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in sparse.modules())
+    assert len(chains(sparse)) == 1 and chains(sparse)[0].sparse_layers == 3  # tanh head, 3 Linear
+    x = torch.randn(40, 64)
+    with torch.inference_mode():
+        np.testing.assert_allclose(sparse(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_only_layers_at_or_below_max_density_become_csr():
+    torch.manual_seed(0)
+    model = build_model("mlp", 64, 10, hidden=(128,)).eval()
+    sparsify_layer = prunable_weights(model)[0]
+    with torch.no_grad():
+        sparsify_layer.mul_((torch.rand(sparsify_layer.shape) < 0.1).float())
+    sparse = to_sparse_inference(model, max_density=0.3)
+    (chain,) = chains(sparse)
+    assert chain.weight0.layout == torch.sparse_csr and chain.weight0.col_indices().dtype == torch.int32
+    assert chain.weight1.layout == torch.strided  # the dense output layer
+    x = torch.randn(9, 64)
+    with torch.inference_mode():
+        np.testing.assert_allclose(sparse(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_dense_layers_stay_dense():
     model = build_model("linear", 10, 2)
-    assert not any(type(m).__name__ == "SparseLinear" for m in to_sparse_inference(model).modules())
+    assert not chains(to_sparse_inference(model))
+    model = build_model("mlp", 10, 2, hidden=(8,))
+    assert not chains(to_sparse_inference(model))
 
 
 def test_structurally_pruned_cnn_round_trips():
