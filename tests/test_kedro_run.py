@@ -55,6 +55,31 @@ def run_in_process(params: dict) -> None:
         session.run()
 
 
+SERVE_WITHOUT_INSTALL = """
+import importlib.util, sys
+from pathlib import Path
+model_dir, rows = sys.argv[1], sys.argv[2]
+# Hide the installed (editable) sparsetrain: the model must bring its own code.
+sys.path = [p for p in sys.path if not (Path(p) / "sparsetrain").is_dir()]
+assert importlib.util.find_spec("sparsetrain") is None, "sparsetrain still importable"
+import mlflow, numpy as np
+model = mlflow.pyfunc.load_model(model_dir)
+out = np.asarray(model.predict(np.load(rows))).astype(int)
+import sparsetrain
+print(",".join(map(str, out)))
+print(sparsetrain.__file__)
+"""
+
+
+def load_where_sparsetrain_is_not_installed(model_dir: Path, X: np.ndarray) -> subprocess.CompletedProcess:
+    """Load a logged model and predict in a fresh interpreter that cannot import sparsetrain."""
+    rows = model_dir.parent / "rows.npy"
+    np.save(rows, X)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", SERVE_WITHOUT_INSTALL, str(model_dir), str(rows)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=model_dir.parent)
+
+
 def finished_runs() -> pd.DataFrame:
     runs = mlflow.search_runs(search_all_experiments=True)
     return runs[runs.status == "FINISHED"] if len(runs) else runs
@@ -88,6 +113,15 @@ def test_default_run_trains_tracks_and_registers(project):
     X, y = load_digits(return_X_y=True)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     assert (np.asarray(model.predict(X)).astype(int) == y).mean() >= 0.9
+    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}@champion"))
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert {r.split("==")[0] for r in requirements} >= {"mlflow", "torch", "numpy", "scikit-learn", "pandas"}
+    assert not any(r.startswith("sparsetrain") for r in requirements)  # no index serves it: shipped as code
+    served = load_where_sparsetrain_is_not_installed(model_dir, X[:50])
+    assert served.returncode == 0, served.stderr[-2000:]
+    predicted, origin = served.stdout.strip().splitlines()[-2:]
+    assert np.array_equal(np.array(predicted.split(","), dtype=int), np.asarray(model.predict(X[:50])).astype(int))
+    assert origin.startswith(str(model_dir))
     from sparsetrain.core.export import load_sparse
 
     sparse_file = mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path="sparse_export")

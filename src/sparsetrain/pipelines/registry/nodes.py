@@ -63,7 +63,7 @@ def register_model(
     run = mlflow.active_run()
     if run is None:
         raise SparsetrainError("the registry pipeline needs an active MLflow run: start it with `kedro run`")
-    from sparsetrain.pipelines.registry.pyfunc import SparsetrainModel  # MLflow warns at class creation
+    from sparsetrain.serving import SparsetrainModel, code_paths, pip_requirements  # MLflow warns at import
 
     predictor = build_predictor(standardizer, reducer, network, dataset)
     example = input_example(dataset)
@@ -77,6 +77,8 @@ def register_model(
         python_model=SparsetrainModel(predictor),
         signature=signature,
         input_example=example,
+        pip_requirements=pip_requirements(),
+        code_paths=code_paths(),
         registered_model_name=cfg.model_name,
     )
     version = str(info.registered_model_version)
