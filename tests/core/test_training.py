@@ -63,6 +63,24 @@ def test_training_is_deterministic_on_cpu(digits_splits):
         assert torch.equal(wa, wb)
 
 
+def test_cnn_trains_channels_last_on_cpu_and_comes_back_contiguous(digits_splits):
+    """fit runs CPU convolutions in channels-last layout (faster in oneDNN) but returns the usual
+    layout, deterministically: export and users see ordinary weights."""
+    X_tr, y_tr, X_va, y_va, X_te, y_te = digits_splits
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("cnn", 64, 10, image_shape=(1, 8, 8))
+        model, _ = fit(model, X_tr, y_tr, X_va, y_va, task="classification", settings=FAST, penalty=L1(1e-3))
+        assert all(p.is_contiguous() for p in model.parameters())
+        runs.append(model)
+    for a, b in zip(runs[0].parameters(), runs[1].parameters()):
+        assert torch.equal(a, b)
+    with torch.inference_mode():
+        accuracy = (runs[0](torch.as_tensor(X_te)).argmax(1).numpy() == y_te).mean()
+    assert accuracy > 0.8
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw"])
 @pytest.mark.parametrize("batch_size", [64, None])
 def test_every_optimizer_trains_with_the_prox(digits_splits, optimizer, batch_size):
