@@ -315,7 +315,8 @@ def summarize(runs: list[dict], targets: tuple[float, ...]) -> list[dict]:
             "val_accuracy": statistics.fmean(r["val_accuracy"] for r in rs),
             "delta_vs_dense_pts": 100 * statistics.fmean(deltas) if deltas else None,
             "ratio_vs_dense": acc / dense_acc[model] if model in dense_acc else None,
-            "seconds_per_epoch": statistics.fmean(r["seconds_per_epoch"] for r in rs),
+            # median: a run that shared the machine with a timing benchmark is an outlier
+            "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in rs),
             "epochs_run": statistics.fmean(r["epochs_run"] for r in rs),
         })
     order = {m: i for i, m in enumerate(METHODS)}
@@ -341,6 +342,37 @@ def print_table(rows: list[dict]) -> None:
             f"{r['model']:5} {r['method']:12} {100 * r['target']:5.0f}% {100 * r['density']:7.2f}% {acc:>15} "
             f"{r['n_seeds']:>5} {delta:>10} {ratio:>6} {r['seconds_per_epoch']:7.2f} {param:>9}"
         )
+
+
+def markdown(rows: list[dict], runs: list[dict]) -> str:
+    """The tables of benchmarks/README.md: one row per (model, method, target), then every penalty
+    sweep point (seeds averaged)."""
+    out = [
+        "| model | method | target | density | test acc (%) | seeds | Δ vs dense (pts) | ratio | s/epoch | strength / threshold |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        acc = f"{100 * r['test_accuracy']:.2f}" + (f" ± {100 * r['test_accuracy_std']:.2f}" if r["n_seeds"] > 1 else "")
+        delta = "" if r["delta_vs_dense_pts"] is None else f"{r['delta_vs_dense_pts']:+.2f}"
+        ratio = "" if r["ratio_vs_dense"] is None else f"{r['ratio_vs_dense']:.4f}"
+        param = "" if r["param"] is None or r["method"] in TARGET_METHODS else f"{r['param']:.3g}"
+        out.append(f"| {r['model']} | {r['method']} | {100 * r['target']:.0f}% | {100 * r['density']:.2f}% | {acc} | "
+                   f"{r['n_seeds']} | {delta} | {ratio} | {r['seconds_per_epoch']:.2f} | {param} |")
+    points: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        if r["method"] in PENALTY_METHODS:
+            points[(r["model"], r["method"], r["param"])].append(r)
+    out += ["", "| model | method | strength | seeds | density | test acc (%) | val acc (%) | s/epoch |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (model, method, strength), rs in sorted(points.items()):
+        acc, std = _mean_std([r["test_accuracy"] for r in rs])
+        out.append(
+            f"| {model} | {method} | {strength:.3g} | {len(rs)} | {100 * statistics.fmean(r['density'] for r in rs):.2f}% | "
+            f"{100 * acc:.2f}" + (f" ± {100 * std:.2f}" if len(rs) > 1 else "")
+            + f" | {100 * statistics.fmean(r['val_accuracy'] for r in rs):.2f} | "
+            f"{statistics.median(r['seconds_per_epoch'] for r in rs):.2f} |"
+        )
+    return "\n".join(out)
 
 
 def anchor_rows(rows: list[dict]) -> list[dict]:
@@ -493,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="training processes, 1 torch thread each")
     parser.add_argument("--resume", action="store_true", help="skip runs already in frontier_runs.json")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the epochs it trains")
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="train nothing: tables, markdown and plot from the runs already recorded (implies --resume)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     q = args.quick
@@ -519,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     info_machine = machine()
     jobs, waiting = plan(args)
     done: list[dict] = []
-    if args.resume and runs_file.exists():
+    if (args.resume or args.summarize_only) and runs_file.exists():
         done = [json.loads(line) for line in runs_file.read_text().splitlines() if line.strip()]
     done_keys = {run_key(r) for r in done}
 
@@ -536,6 +570,13 @@ def main(argv: list[str] | None = None) -> int:
                 if run_key(job) not in done_keys:
                     jobs.append(job)
     jobs = [j for j in jobs if run_key(j) not in done_keys]
+    if args.summarize_only:  # what the plan still lacks, then nothing to train
+        missing = defaultdict(int)
+        for j in jobs + [j for v in waiting.values() for j in v]:
+            missing[(j["model"], j["method"])] += 1
+        print(f"summarize only: {len(done)} runs recorded; the plan still lacks {sum(missing.values())}: "
+              + (", ".join(f"{m} {meth} {n}" for (m, meth), n in sorted(missing.items())) or "none"))
+        jobs, waiting = [], {}
     if args.dry_run:
         every = jobs + [j for v in waiting.values() for j in v]
         count = defaultdict(lambda: [0, 0])
@@ -548,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  total {len(every)} runs; epochs mlp {sum(v[1] for k, v in count.items() if k[0] == 'mlp')}, "
               f"cnn {sum(v[1] for k, v in count.items() if k[0] == 'cnn')}")
         return 0
-    if not args.resume and runs_file.exists():
+    if not (args.resume or args.summarize_only) and runs_file.exists():
         runs_file.unlink()
     total = len(jobs) + sum(len(v) for v in waiting.values())
     print(f"frontier: {total} runs to do ({len(done)} resumed), models={args.models} workers={args.workers}", flush=True)
@@ -585,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
 
     targets = args.targets or (TARGETS_QUICK if q else TARGETS_FULL)
     runs = [r for r in done if r["model"] in args.models]
+    if not runs:
+        print(f"no runs recorded in {runs_file}: nothing to summarize")
+        return 1
     rows = summarize(runs, targets)
     anchors = anchor_rows(rows)
     verdict = claim(rows)
@@ -617,12 +661,13 @@ def main(argv: list[str] | None = None) -> int:
         "table": rows, "anchors": anchors, "published": ANCHORS, "claim_10pct": verdict, "runs": runs,
     }
     out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(markdown(rows, runs) + "\n")
     import tempfile
 
     png = Path(tempfile.gettempdir()) / "frontier_quick.png" if q else out.with_suffix(".png")
     plot(rows, runs, png, f"sparsetrain frontier ({'quick' if q else 'full'}): " + json.dumps(
         {k: config[k] for k in ("mlp_epochs", "cnn_epochs", "mlp_seeds", "cnn_seeds", "n_train", "lr")}))
-    print(f"wrote {out} and {png}")
+    print(f"wrote {out}, {out.with_suffix('.md')} (README tables) and {png}")
     return 0
 
 
