@@ -143,3 +143,20 @@ def test_structurally_pruned_cnn_round_trips():
     loaded = from_bytes(to_bytes(model))
     x = torch.from_numpy(X[:5])
     assert torch.equal(model(x), loaded(x))
+
+
+def test_corrupt_csr_indices_are_refused_not_crashed_on():
+    """A file whose CSR indices point outside the matrix fails with an error, not a segfault."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    from sparsetrain.core.export import _metadata
+
+    torch.manual_seed(0)
+    model = sparsify(build_model("mlp", 64, 10, hidden=(32,)), 0.01)
+    data = to_bytes(model)
+    tensors, metadata = st_load(data), _metadata(data)
+    (name,) = [k for k in tensors if k.endswith("::indices")][:1]
+    tensors[name] = tensors[name] + 10_000
+    with pytest.raises(RuntimeError):
+        from_bytes(st_save(tensors, metadata=metadata))

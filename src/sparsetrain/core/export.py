@@ -45,7 +45,9 @@ def _encode(name: str, w: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
     csr_bytes = 4 * (rows + 1) + 8 * nnz
     info: dict[str, Any] = {"shape": list(w.shape)}
     if csr_bytes < bitmask_bytes:
-        csr = matrix.to_sparse_csr()
+        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            csr = matrix.to_sparse_csr()
         info["encoding"] = "csr"
         return {
             f"{name}::indptr": csr.crow_indices().to(torch.int32),
@@ -63,8 +65,9 @@ def _decode(name: str, tensors: dict[str, Tensor], info: dict[str, Any]) -> Tens
     cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     values = tensors[f"{name}::values"]
     if info["encoding"] == "csr":
-        matrix = torch.sparse_csr_tensor(
-            tensors[f"{name}::indptr"].long(), tensors[f"{name}::indices"].long(), values, size=(rows, cols)
+        matrix = torch.sparse_csr_tensor(  # indices read from a file: check them (bad ones would crash)
+            tensors[f"{name}::indptr"].long(), tensors[f"{name}::indices"].long(), values, size=(rows, cols),
+            check_invariants=True,
         ).to_dense()
     else:
         mask = np.unpackbits(tensors[f"{name}::bitmask"].numpy())[: rows * cols].astype(bool)
@@ -227,7 +230,8 @@ def _csr32(weight: Tensor) -> Tensor:
         warnings.simplefilter("ignore", UserWarning)
         csr = weight.to_sparse_csr()
         return torch.sparse_csr_tensor(
-            csr.crow_indices().to(torch.int32), csr.col_indices().to(torch.int32), csr.values(), csr.shape
+            csr.crow_indices().to(torch.int32), csr.col_indices().to(torch.int32), csr.values(), csr.shape,
+            check_invariants=False,  # built from a valid CSR tensor
         )
 
 
