@@ -108,13 +108,15 @@ def test_bad_sweep_fails_before_any_trial(project, params, key):
 
 
 def wait_for_running_trial(study_name: str, timeout_s: float = 240) -> optuna.trial.FrozenTrial:
+    """The first RUNNING trial once its nested MLflow run exists (the trial records the run's id
+    a moment after it starts: on a loaded machine, seconds)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             running = optuna.load_study(study_name=study_name, storage=STORAGE).get_trials(
                 states=(optuna.trial.TrialState.RUNNING,)
             )
-            if running:
+            if running and "mlflow_run_id" in running[0].user_attrs:
                 return running[0]
         except (KeyError, Exception):  # the storage or the study does not exist yet
             pass
