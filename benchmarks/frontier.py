@@ -248,10 +248,16 @@ def plan(args) -> tuple[list[dict], dict]:
             for method in PENALTY_METHODS:
                 if method in methods and pen:
                     jobs += [{**base, "method": method, "param": s, "seed": seed} for s in grids.get(method, ())]
-    # MLP before CNN (a run cut short still has the whole MLP table), dense first in each (threshold
-    # runs wait for it).
-    jobs.sort(key=lambda j: (j["model"] != "mlp", j["method"] != "dense"))
+    jobs.sort(key=priority)
     return jobs, waiting
+
+
+def priority(job: dict) -> tuple:
+    """Run order: the MLP before the CNN, then seed by seed (a run cut short still has whole tables
+    for the first seeds), dense first in each seed (its threshold runs wait for it), then the plan's
+    method order."""
+    order = {m: i for i, m in enumerate(METHODS)}
+    return job["model"] != "mlp", job["seed"], order[job["method"]]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -606,23 +612,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         return threshold_jobs(result) if result["method"] == "dense" else []
 
+    # One queue in priority order; released threshold runs join it at their place, and a job is
+    # handed to a worker only when one is free (a pool fed everything at once would run them last).
+    queue = sorted(jobs, key=priority)
     if args.workers <= 1:
         init_worker(args.n_train, 1)
-        queue = list(jobs)
         while queue:
-            queue.extend(record(train_one(queue.pop(0))))
+            queue = sorted(queue[1:] + record(train_one(queue[0])), key=priority)
     else:
         import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"),
                                  initializer=init_worker, initargs=(args.n_train, 1)) as pool:
-            pending = {pool.submit(train_one, j) for j in jobs}
-            while pending:
+            pending = set()
+            while queue or pending:
+                while queue and len(pending) < args.workers:
+                    pending.add(pool.submit(train_one, queue.pop(0)))
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    for job in record(fut.result()):
-                        pending.add(pool.submit(train_one, job))
+                    queue = sorted(queue + record(fut.result()), key=priority)
 
     targets = args.targets or (TARGETS_QUICK if q else TARGETS_FULL)
     runs = [r for r in done if r["model"] in args.models]
