@@ -272,10 +272,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def summarize(runs: list[dict], targets: tuple[float, ...]) -> list[dict]:
     """One row per (model, method, target): the runs placed at that target, averaged over seeds.
 
-    Target-density methods (gmp, gmp_global, structured) are placed at their own target. A penalty
-    sweep point, and a threshold run (whose density only approximates the quantile it was chosen
-    from), goes to the target nearest its achieved density in log scale (within a factor of 1.6);
-    when several land on one target, the one with the best *validation* accuracy is reported.
+    Target-density methods (gmp, gmp_global, structured) and threshold runs (each seed's threshold
+    is the quantile of its own dense model for that target) are placed at their own target. A
+    penalty strength goes, with all its seeds, to the target nearest its mean achieved density in
+    log scale (within a factor of 1.6); when several land on one target, the one with the best
+    *validation* accuracy is reported.
     """
     rows = []
     dense = defaultdict(list)
@@ -285,15 +286,21 @@ def summarize(runs: list[dict], targets: tuple[float, ...]) -> list[dict]:
     dense_acc = {m: statistics.fmean(x["test_accuracy"] for x in rs) for m, rs in dense.items()}
     dense_by_seed = {(r["model"], r["seed"]): r["test_accuracy"] for rs in dense.values() for r in rs}
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    strengths: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         if r["method"] == "dense":
             groups[(r["model"], "dense", 1.0, None)].append(r)
         elif r["method"] in TARGET_METHODS:
             groups[(r["model"], r["method"], r["param"], None)].append(r)
-        else:  # penalty strengths and thresholds: placed by the density they reached
-            nearest = min(targets, key=lambda t: abs(math.log(max(r["density"], 1e-6) / t)))
-            if abs(math.log(max(r["density"], 1e-6) / nearest)) <= math.log(1.6):
-                groups[(r["model"], r["method"], nearest, r["param"])].append(r)
+        elif r["method"] == "threshold":  # each seed's threshold is its own dense model's quantile
+            groups[(r["model"], "threshold", r["target"], None)].append(r)
+        else:
+            strengths[(r["model"], r["method"], r["param"])].append(r)
+    for (model, method, strength), rs in strengths.items():  # placed by their mean density over seeds
+        density = max(statistics.fmean(r["density"] for r in rs), 1e-6)
+        nearest = min(targets, key=lambda t: abs(math.log(density / t)))
+        if abs(math.log(density / nearest)) <= math.log(1.6):
+            groups[(model, method, nearest, strength)] = rs
     # Penalties: one strength per (model, method, target), chosen on validation accuracy.
     best_strength: dict[tuple, tuple] = {}
     for key, rs in groups.items():
@@ -314,7 +321,8 @@ def summarize(runs: list[dict], targets: tuple[float, ...]) -> list[dict]:
         ]
         rows.append({
             "model": model, "method": method, "target": target,
-            "param": strength if strength is not None else (rs[0]["param"] if method != "dense" else None),
+            "param": strength if strength is not None else (
+                statistics.fmean(r["param"] for r in rs) if method != "dense" else None),
             "n_seeds": len(rs),
             "density": statistics.fmean(r["density"] for r in rs),
             "test_accuracy": acc, "test_accuracy_std": acc_std,
