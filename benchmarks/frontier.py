@@ -44,6 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS_FULL = (1.0, 0.2, 0.1, 0.05, 0.02, 0.01)
 TARGETS_QUICK = (1.0, 0.1, 0.02)
 METHODS = ("dense", "l1", "elasticnet", "group_lasso", "l0", "threshold", "gmp", "gmp_global", "structured")
+METHOD_ORDER = {m: i for i, m in enumerate(METHODS)}
 TARGET_METHODS = ("gmp", "gmp_global", "structured")
 PENALTY_METHODS = ("l1", "elasticnet", "group_lasso", "l0")
 
@@ -248,7 +249,6 @@ def plan(args) -> tuple[list[dict], dict]:
             for method in PENALTY_METHODS:
                 if method in methods and pen:
                     jobs += [{**base, "method": method, "param": s, "seed": seed} for s in grids.get(method, ())]
-    jobs.sort(key=priority)
     return jobs, waiting
 
 
@@ -256,8 +256,7 @@ def priority(job: dict) -> tuple:
     """Run order: the MLP before the CNN, then seed by seed (a run cut short still has whole tables
     for the first seeds), dense first in each seed (its threshold runs wait for it), then the plan's
     method order."""
-    order = {m: i for i, m in enumerate(METHODS)}
-    return job["model"] != "mlp", job["seed"], order[job["method"]]
+    return job["model"] != "mlp", job["seed"], METHOD_ORDER[job["method"]]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,6 +266,15 @@ def priority(job: dict) -> tuple:
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def by_strength(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """The penalty runs grouped by (model, method, strength): one sweep point, all its seeds."""
+    points: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        if r["method"] in PENALTY_METHODS:
+            points[(r["model"], r["method"], r["param"])].append(r)
+    return points
 
 
 def summarize(runs: list[dict], targets: tuple[float, ...]) -> list[dict]:
@@ -286,7 +294,6 @@ def summarize(runs: list[dict], targets: tuple[float, ...]) -> list[dict]:
     dense_acc = {m: statistics.fmean(x["test_accuracy"] for x in rs) for m, rs in dense.items()}
     dense_by_seed = {(r["model"], r["seed"]): r["test_accuracy"] for rs in dense.values() for r in rs}
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    strengths: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         if r["method"] == "dense":
             groups[(r["model"], "dense", 1.0, None)].append(r)
@@ -294,9 +301,7 @@ def summarize(runs: list[dict], targets: tuple[float, ...]) -> list[dict]:
             groups[(r["model"], r["method"], r["param"], None)].append(r)
         elif r["method"] == "threshold":  # each seed's threshold is its own dense model's quantile
             groups[(r["model"], "threshold", r["target"], None)].append(r)
-        else:
-            strengths[(r["model"], r["method"], r["param"])].append(r)
-    for (model, method, strength), rs in strengths.items():  # placed by their mean density over seeds
+    for (model, method, strength), rs in by_strength(runs).items():  # placed by their mean density over seeds
         density = max(statistics.fmean(r["density"] for r in rs), 1e-6)
         nearest = min(targets, key=lambda t: abs(math.log(density / t)))
         if abs(math.log(density / nearest)) <= math.log(1.6):
@@ -333,9 +338,18 @@ def summarize(runs: list[dict], targets: tuple[float, ...]) -> list[dict]:
             "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in rs),
             "epochs_run": statistics.fmean(r["epochs_run"] for r in rs),
         })
-    order = {m: i for i, m in enumerate(METHODS)}
-    rows.sort(key=lambda r: (r["model"] != "mlp", order[r["method"]], -r["target"]))
+    rows.sort(key=lambda r: (r["model"] != "mlp", METHOD_ORDER[r["method"]], -r["target"]))
     return rows
+
+
+def _cells(r: dict, plus_minus: str) -> tuple[str, str, str]:
+    """Test accuracy (± std over seeds), points against dense and ratio to dense, as text."""
+    acc = f"{100 * r['test_accuracy']:.2f}" + (
+        f" {plus_minus} {100 * r['test_accuracy_std']:.2f}" if r["n_seeds"] > 1 else ""
+    )
+    delta = "" if r["delta_vs_dense_pts"] is None else f"{r['delta_vs_dense_pts']:+.2f}"
+    ratio = "" if r["ratio_vs_dense"] is None else f"{r['ratio_vs_dense']:.4f}"
+    return acc, delta, ratio
 
 
 def print_table(rows: list[dict]) -> None:
@@ -346,11 +360,7 @@ def print_table(rows: list[dict]) -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        acc = f"{100 * r['test_accuracy']:.2f}" + (
-            f" +- {100 * r['test_accuracy_std']:.2f}" if r["n_seeds"] > 1 else ""
-        )
-        delta = "" if r["delta_vs_dense_pts"] is None else f"{r['delta_vs_dense_pts']:+.2f}"
-        ratio = "" if r["ratio_vs_dense"] is None else f"{r['ratio_vs_dense']:.4f}"
+        acc, delta, ratio = _cells(r, "+-")
         param = "" if r["param"] is None else f"{r['param']:.3g}"
         print(
             f"{r['model']:5} {r['method']:12} {100 * r['target']:5.0f}% {100 * r['density']:7.2f}% {acc:>15} "
@@ -366,19 +376,13 @@ def markdown(rows: list[dict], runs: list[dict]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        acc = f"{100 * r['test_accuracy']:.2f}" + (f" ± {100 * r['test_accuracy_std']:.2f}" if r["n_seeds"] > 1 else "")
-        delta = "" if r["delta_vs_dense_pts"] is None else f"{r['delta_vs_dense_pts']:+.2f}"
-        ratio = "" if r["ratio_vs_dense"] is None else f"{r['ratio_vs_dense']:.4f}"
+        acc, delta, ratio = _cells(r, "±")
         param = "" if r["param"] is None or r["method"] in TARGET_METHODS else f"{r['param']:.3g}"
         out.append(f"| {r['model']} | {r['method']} | {100 * r['target']:.0f}% | {100 * r['density']:.2f}% | {acc} | "
                    f"{r['n_seeds']} | {delta} | {ratio} | {r['seconds_per_epoch']:.2f} | {param} |")
-    points: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        if r["method"] in PENALTY_METHODS:
-            points[(r["model"], r["method"], r["param"])].append(r)
     out += ["", "| model | method | strength | seeds | density | test acc (%) | val acc (%) | s/epoch |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for (model, method, strength), rs in sorted(points.items()):
+    for (model, method, strength), rs in sorted(by_strength(runs).items()):
         acc, std = _mean_std([r["test_accuracy"] for r in rs])
         out.append(
             f"| {model} | {method} | {strength:.3g} | {len(rs)} | {100 * statistics.fmean(r['density'] for r in rs):.2f}% | "

@@ -45,13 +45,11 @@ def _encode(name: str, w: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
     csr_bytes = 4 * (rows + 1) + 8 * nnz
     info: dict[str, Any] = {"shape": list(w.shape)}
     if csr_bytes < bitmask_bytes:
-        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
-            warnings.simplefilter("ignore", UserWarning)
-            csr = matrix.to_sparse_csr()
+        csr = _csr32(matrix)
         info["encoding"] = "csr"
         return {
-            f"{name}::indptr": csr.crow_indices().to(torch.int32),
-            f"{name}::indices": csr.col_indices().to(torch.int32),
+            f"{name}::indptr": csr.crow_indices(),
+            f"{name}::indices": csr.col_indices(),
             f"{name}::values": csr.values().contiguous(),
         }, info
     info["encoding"] = "bitmask"
@@ -194,7 +192,7 @@ class FeatureMajorChain(nn.Module):
             # nn.Dropout: the identity in evaluation
         for i in range(n_affine):
             weight = getattr(self, f"weight{i}")
-            if float(torch.count_nonzero(weight)) / weight.numel() <= max_density:
+            if _density(weight) <= max_density:
                 self.register_buffer(f"weight{i}", _csr32(weight))
 
     def _set_affine(self, i: int, weight: Tensor, bias: Tensor) -> None:
@@ -221,6 +219,10 @@ class FeatureMajorChain(nn.Module):
         if x.shape[0] <= self.block_rows:
             return self._forward_block(x).contiguous()
         return torch.cat([self._forward_block(x[i : i + self.block_rows]) for i in range(0, x.shape[0], self.block_rows)])
+
+
+def _density(weight: Tensor) -> float:
+    return float(torch.count_nonzero(weight)) / weight.numel()
 
 
 def _csr32(weight: Tensor) -> Tensor:
@@ -250,15 +252,12 @@ def to_sparse_inference(model: nn.Module, max_density: float = 0.3) -> nn.Module
     :class:`FeatureMajorChain` (CSR products); the rest (convolutions, dense-only runs) is kept."""
     source = copy.deepcopy(model).cpu().eval()
 
-    def density(linear: nn.Linear) -> float:
-        return float(torch.count_nonzero(linear.weight)) / linear.weight.numel()
-
     def convert(seq: nn.Sequential) -> nn.Sequential:
         out: list[nn.Module] = []
         run: list[nn.Module] = []
 
         def flush() -> None:
-            if any(isinstance(m, nn.Linear) and density(m) <= max_density for m in run):
+            if any(isinstance(m, nn.Linear) and _density(m.weight) <= max_density for m in run):
                 out.append(FeatureMajorChain(run, max_density))
             else:
                 out.extend(run)
@@ -283,7 +282,7 @@ def to_sparse_inference(model: nn.Module, max_density: float = 0.3) -> nn.Module
         for name, child in module.named_children():
             if isinstance(child, nn.Sequential):
                 setattr(module, name, convert(child))
-            elif isinstance(child, nn.Linear) and density(child) <= max_density:
+            elif isinstance(child, nn.Linear) and _density(child.weight) <= max_density:
                 setattr(module, name, FeatureMajorChain([child], max_density))
             else:
                 swap(child)
