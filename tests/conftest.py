@@ -22,3 +22,11 @@ def digits_splits():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A scratch project (conf + pyproject + src + empty data layers) with its own MLflow store."""
+    from kedro_project import make_project
+
+    return make_project(tmp_path, monkeypatch)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sparsetrain.config import SweepConfig, parse_sweep, parse_sweep_section
-from sparsetrain.core.search_space import Choice, Range, direction, grid_space, pareto_mask, run_name
+from sparsetrain.config.space import Choice, Range, direction, grid_space, pareto_mask, run_name
 from sparsetrain.errors import SparsetrainError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,6 +38,45 @@ class Dataset:
     target: str | None = None  # table: the label column, so messages can name it
 
 
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the later steps of a run need to know about the data, without the data itself."""
+
+    task: str
+    n_rows: int
+    n_features: int
+    feature_names: tuple[str, ...]
+    image_shape: tuple[int, int, int] | None = None
+    class_names: tuple[str, ...] | None = None
+    n_classes: int | None = None  # classification only
+    informative: tuple[int, ...] | None = None
+    target: str | None = None
+
+    @classmethod
+    def of(cls, ds: Dataset) -> DatasetInfo:
+        classification = ds.task == "classification"
+        return cls(
+            task=ds.task,
+            n_rows=int(ds.X.shape[0]),
+            n_features=int(ds.X.shape[1]),
+            feature_names=tuple(ds.feature_names),
+            image_shape=tuple(ds.image_shape) if ds.image_shape else None,
+            class_names=tuple(ds.class_names) if ds.class_names else None,
+            n_classes=int(len(np.unique(ds.y))) if classification else None,
+            informative=tuple(int(i) for i in ds.informative) if ds.informative is not None else None,
+            target=ds.target,
+        )
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "classification" else 1
+
+    def image_shape_at(self, n_inputs: int) -> tuple[int, int, int] | None:
+        """The image shape of model inputs ``n_inputs`` wide: only uncompressed images keep it."""
+        return self.image_shape if self.image_shape is not None and n_inputs == self.n_features else None
+
+
 # --------------------------------------------------------------------------------------------
 # sources
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sparsetrain.config import SweepConfig, parse_config, unflatten
-from sparsetrain.core.search_space import pareto_mask, run_name
+from sparsetrain.config.space import pareto_mask, run_name
 from sparsetrain.pipelines.compression.nodes import fit_compression
 from sparsetrain.pipelines.evaluation.nodes import evaluate_model
 from sparsetrain.pipelines.sweep import nodes

@@ -30,7 +30,7 @@ from sparsetrain.config import (
     unflatten,
 )
 from sparsetrain.core.data import Splits
-from sparsetrain.core.search_space import pareto_mask, run_name
+from sparsetrain.config.space import pareto_mask, run_name
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.pipelines.compression.nodes import compress, fit_compression
 from sparsetrain.pipelines.evaluation.nodes import evaluate_model

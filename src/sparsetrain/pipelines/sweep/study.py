@@ -33,7 +33,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sparsetrain.config import SweepConfig
-from sparsetrain.core.search_space import Choice, ParamSpec, Range, decode, encode, grid_space
+from sparsetrain.config.space import Choice, ParamSpec, Range, decode, encode, grid_space
 from sparsetrain.errors import SparsetrainError
 
 DEFAULT_STORAGE = "sqlite:///data/08_reporting/sweep/optuna.db"

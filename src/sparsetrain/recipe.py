@@ -1,0 +1,43 @@
+"""The training recipe: the one place that turns typed config sections into core objects and trains.
+
+A `kedro run`, a sweep trial, the benchmarks and cross-validation folds all train through
+:func:`train_network`, so that a trial and a run with the same parameters are the same model.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sparsetrain.config import ModelConfig, SparsityConfig, TrainingConfig
+from sparsetrain.core.data import DatasetInfo, Splits
+from sparsetrain.core.models import build_model
+from sparsetrain.core.penalties import make_penalty
+from sparsetrain.core.sparsity.pruner import make_pruner
+from sparsetrain.core.training import History, fit, log_progress, seed_everything
+
+
+def train_network(
+    splits: Splits,
+    info: DatasetInfo,
+    model_cfg: ModelConfig,
+    sparsity_cfg: SparsityConfig,
+    training_cfg: TrainingConfig,
+    callbacks: list | None = None,
+) -> tuple[nn.Module, History]:
+    """Seed, build, fit on the train split, early-stop on the validation split."""
+    n_features = splits.X_train.shape[1]
+    seed_everything(training_cfg.seed)
+    network = build_model(
+        model_cfg.kind, n_features, info.n_outputs,
+        hidden=model_cfg.hidden, dropout=model_cfg.dropout, batch_norm=model_cfg.batch_norm,
+        init=model_cfg.init, image_shape=info.image_shape_at(n_features),
+    )
+    penalty = make_penalty(
+        sparsity_cfg.penalty, sparsity_cfg.strength, l1_ratio=sparsity_cfg.l1_ratio, groups=sparsity_cfg.groups
+    )
+    if callbacks is None:
+        callbacks = [log_progress] if training_cfg.verbose else []
+    return fit(
+        network, splits.X_train, splits.y_train, splits.X_val, splits.y_val,
+        task=info.task, settings=training_cfg, penalty=penalty, pruner=make_pruner(sparsity_cfg), callbacks=callbacks,
+    )
