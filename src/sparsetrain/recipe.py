@@ -6,9 +6,12 @@ A `kedro run`, a sweep trial, the benchmarks and cross-validation folds all trai
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from sparsetrain.config import ModelConfig, SparsityConfig, TrainingConfig
+from sparsetrain.config import CompressionConfig, ModelConfig, SparsityConfig, TrainingConfig
+from sparsetrain.core.compression import fit_reducer, transform
 from sparsetrain.core.data import DatasetInfo, Splits
 from sparsetrain.core.models import build_model
 from sparsetrain.core.penalties import make_penalty
@@ -40,4 +43,15 @@ def train_network(
     return fit(
         network, splits.X_train, splits.y_train, splits.X_val, splits.y_val,
         task=info.task, settings=training_cfg, penalty=penalty, pruner=make_pruner(sparsity_cfg), callbacks=callbacks,
+    )
+
+
+def compress_splits(splits: Splits, cfg: CompressionConfig, seed: int) -> tuple[Any, dict[str, Any], Splits]:
+    """Fit the reducer on the training split only, then project every split."""
+    reducer, summary = fit_reducer(cfg.method, cfg.n_components, splits.X_train, seed)
+    if summary["method"] == "none":  # the identity: no copy of the splits
+        return reducer, summary, splits
+    project = lambda X: transform(reducer, X)  # noqa: E731
+    return reducer, summary, Splits(
+        project(splits.X_train), splits.y_train, project(splits.X_val), splits.y_val, project(splits.X_test), splits.y_test
     )

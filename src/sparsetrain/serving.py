@@ -13,9 +13,15 @@ from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from torch import nn
 
+from sparsetrain.core.data import Dataset, Standardizer
 from sparsetrain.core.predictor import RawFeaturePredictor
 
 # Distributions that sparsetrain.core.predictor imports, directly or through core.data / config.
@@ -41,3 +47,37 @@ def pip_requirements() -> list[str]:
 def code_paths() -> list[str]:
     """sparsetrain's package folder, copied into the model so that it loads without an install."""
     return [str(Path(__file__).resolve().parent)]
+
+
+def build_predictor(standardizer: Standardizer, reducer: Any, network: nn.Module, dataset: Dataset) -> RawFeaturePredictor:
+    return RawFeaturePredictor(
+        standardizer=standardizer,
+        reducer=reducer,
+        network=network.to("cpu").eval(),
+        task=dataset.task,
+        feature_names=tuple(dataset.feature_names),
+        # Tables may carry string labels: serve those; image sets serve class ids.
+        class_names=dataset.class_names if dataset.target is not None else None,
+    )
+
+
+def input_example(dataset: Dataset, rows: int = 5) -> Any:
+    """Raw rows as users send them: a named frame for tables, a float64 matrix for arrays."""
+    X = dataset.X[:rows].astype(np.float64)
+    if dataset.target is not None:
+        return pd.DataFrame(X, columns=list(dataset.feature_names))
+    return X
+
+
+def log_served_model(predictor: RawFeaturePredictor, example: Any) -> str:
+    """Log the pyfunc to the active run, with its signature and input example, without
+    registering it (registration is a separate, last step); returns the model's URI."""
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=SparsetrainModel(predictor),
+        signature=infer_signature(example, predictor.predict(example)),
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        code_paths=code_paths(),
+    )
+    return info.model_uri

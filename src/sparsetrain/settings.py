@@ -2,9 +2,10 @@
 
 from omegaconf.resolvers import oc
 
-from sparsetrain.hooks import ValidateParametersHook
+from sparsetrain.hooks import RunConfigHook, RunRecordHook
 
-HOOKS = (ValidateParametersHook(),)
+_CONFIG = RunConfigHook()
+HOOKS = (_CONFIG, RunRecordHook(_CONFIG))
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -7,13 +7,15 @@ from kedro.runner import SequentialRunner
 
 from sparsetrain.config import parse_config
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.hooks import config_inputs
 from sparsetrain.pipelines import compression, evaluation, ingestion, training
 
 
-def params(**sections):
-    cfg = parse_config(sections).model_dump(mode="json")
-    cfg["training"].update(epochs=20, verbose=False)
-    return cfg
+def params(epochs=20, **sections):
+    """The typed config the project hook would hand the nodes, trained ``epochs`` quietly."""
+    sections.setdefault("training", {})
+    sections["training"] = {"epochs": epochs, "verbose": False, **sections["training"]}
+    return parse_config(sections)
 
 
 class KeptDataset(MemoryDataset):
@@ -25,8 +27,8 @@ class KeptDataset(MemoryDataset):
 
 def run_slice(cfg, pipeline, outputs):
     catalog = DataCatalog({"raw_table": MemoryDataset(None), **{name: KeptDataset() for name in outputs}})
-    for section, values in cfg.items():
-        catalog[f"params:{section}"] = values
+    for name, value in config_inputs(cfg, None).items():
+        catalog[name] = value
     SequentialRunner().run(pipeline, catalog)
     return {name: catalog.load(name) for name in outputs}
 
@@ -56,23 +58,22 @@ def test_standardizer_is_fitted_on_the_training_split_only():
 def test_compression_is_fitted_on_train_and_logged():
     cfg = params(compression={"method": "pca", "n_components": 20})
     pipeline = ingestion.create_pipeline() + compression.create_pipeline()
-    out = run_slice(cfg, pipeline, ["model_input", "compression_summary", "compression_metrics"])
+    out = run_slice(cfg, pipeline, ["model_input", "compression_summary"])
     assert out["model_input"].X_train.shape[1] == 20
     assert out["model_input"].X_test.shape[1] == 20
     assert 0 < out["compression_summary"]["explained_variance_ratio"] < 1
-    assert out["compression_metrics"]["compression_n_components"]["value"] == 20
+    assert out["compression_summary"]["n_components"] == 20
 
 
 def test_synthetic_regression_scores_feature_selection():
-    cfg = params(data={"source": "synthetic", "task": "regression", "n_features": 30, "n_informative": 5},
+    cfg = params(epochs=40, data={"source": "synthetic", "task": "regression", "n_features": 30, "n_informative": 5},
                  sparsity={"strength": 0.05})
-    cfg["training"].update(epochs=40)
     pipeline = DATA_SLICE + evaluation.create_pipeline().only_nodes(
         "evaluate_model", "list_selected_features", "score_feature_selection")
     out = run_slice(cfg, pipeline, ["evaluation_metrics", "feature_selection_metrics"])
     assert out["evaluation_metrics"]["test_r2"] > 0.9
-    assert out["feature_selection_metrics"]["selection_recall"]["value"] == 1.0
-    assert out["feature_selection_metrics"]["selection_precision"]["value"] > 0.5
+    assert out["feature_selection_metrics"]["selection_recall"] == 1.0
+    assert out["feature_selection_metrics"]["selection_precision"] > 0.5
 
 
 def test_more_components_than_features_fails_before_training():

@@ -1,12 +1,14 @@
-"""Typed, validated parameters: the config contract of ``conf/base/parameters_*.yml``.
+"""The run sections of ``conf/base/parameters_*.yml`` as frozen pydantic models.
 
-Each section is a frozen pydantic model that forbids unknown keys, so that a typo or a bad value
-fails at the start of a run with a message naming the dotted key (``sparsity.strength``) and the
-fix. Nodes receive these objects, never raw dicts.
+Each section forbids unknown keys, so that a typo or a bad value fails at the start of a run with
+one line naming the dotted key (``sparsity.strength``), the nearest valid key and the fix. The
+project hook parses them once (:func:`parse_config`) and hands the typed sections to the nodes.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,6 +37,8 @@ class DataConfig(_Section):
     n_classes: int = Field(3, ge=2)
     # fashion_mnist: cap the training images used (None = all 60000)
     max_train_samples: int | None = Field(None, ge=10)
+    # table: the CSV field separator (None = ','); Parquet ignores it
+    separator: str | None = Field(None, min_length=1, max_length=1)
 
     @model_validator(mode="after")
     def _check_splits(self) -> DataConfig:
@@ -161,9 +165,29 @@ class TrainingConfig(_Section):
         raise ValueError("must be auto, cpu, cuda or cuda:N")
 
 
+# What MLflow's registry refuses in a model name (mlflow.utils.validation._validate_model_name),
+# checked here so that a bad name fails before training, not after it.
+_BAD_MODEL_NAME = re.compile(r"[/:]|^\s*$|(^|/)\.\.?(/|$)")
+
+
 class RegistryConfig(_Section):
     # The MLflow experiment is set in conf/base/mlflow.yml (kedro-mlflow owns it).
-    model_name: str = Field("sparsetrain-classifier", min_length=1)
+    model_name: str | None = None  # None = by task: sparsetrain-classifier | sparsetrain-regressor
+    allow_degenerate: bool = False  # register a model with density 0 or chance-level accuracy
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_model_name(cls, value: str | None) -> str | None:
+        if value is not None and (_BAD_MODEL_NAME.search(value) or value in (".", "..")):
+            raise ValueError(
+                "MLflow model names may not be empty or contain '/' or ':'; use e.g. 'my-model'"
+            )
+        return value
+
+    def name_for(self, task: str) -> str:
+        """The registered model name: the configured one, or one per task so that a regressor
+        never lands under the classifier's name."""
+        return self.model_name or ("sparsetrain-regressor" if task == "regression" else "sparsetrain-classifier")
 
 
 class SparsetrainConfig(_Section):
@@ -227,13 +251,24 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
+def nearest(key: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest valid spelling, or nothing."""
+    match = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
 def _describe(error: ValidationError, section: str | None) -> str:
     first = error.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) or first["type"] != "literal_error")
     key = ".".join(p for p in (section, loc) if p)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"unknown parameter '{key}': remove it or check its spelling against conf/base/parameters*.yml"
+        owner = SECTIONS.get(key.split(".")[0]) if section is None else SECTIONS.get(section)
+        valid = list(owner.model_fields) if owner is not None else []
+        return (
+            f"unknown parameter '{key}'{nearest(key.rsplit('.', 1)[-1], valid)}: remove it or check its "
+            "spelling against conf/base/parameters*.yml"
+        )
     if first["type"] == "literal_error":
         return f"{key}: {message} (got {first['input']!r})"
     if not key or message.startswith(key.split(".")[0] + "."):
@@ -254,8 +289,25 @@ def parse_section(section: str, raw: dict[str, Any] | BaseModel | None) -> Any:
         raise SparsetrainError(_describe(error, section)) from None
 
 
+# Top-level parameter keys that are not run sections; each has its own parser.
+OTHER_SECTIONS = ("sweep",)
+
+
+def check_sections(params: dict[str, Any]) -> None:
+    """An unknown top-level key (``evaluation.cv_folds=3`` before that section exists) is an error,
+    never silently ignored."""
+    known = [*SECTIONS, *OTHER_SECTIONS]
+    for name in params:
+        if name not in known:
+            raise SparsetrainError(
+                f"unknown parameter section '{name}'{nearest(str(name), known)}: the sections are "
+                f"{', '.join(known)}; remove it or check its spelling"
+            )
+
+
 def parse_config(params: dict[str, Any]) -> SparsetrainConfig:
-    """Validate the training sections of a parameters dict; other top-level keys are ignored."""
+    """Validate every top-level key and the run sections of a parameters dict."""
+    check_sections(params)
     sections = {name: parse_section(name, params.get(name)) for name in SECTIONS}
     try:
         return SparsetrainConfig(**sections)

@@ -1,18 +1,16 @@
 from kedro.pipeline import Pipeline, node
 
-from .nodes import compress, compression_metrics, fit_compression
+from .nodes import compress
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
-                fit_compression,
-                ["standardized_splits", "params:compression", "params:data"],
-                ["reducer", "compression_summary"],
-                name="fit_compression",
+                compress,
+                ["standardized_splits", "config:compression", "config:data"],
+                ["reducer", "compression_summary", "model_input"],
+                name="compress",
             ),
-            node(compress, ["standardized_splits", "reducer"], "model_input", name="compress"),
-            node(compression_metrics, "compression_summary", "compression_metrics", name="compression_metrics"),
         ]
     )

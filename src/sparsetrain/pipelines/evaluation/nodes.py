@@ -1,113 +1,96 @@
-"""Evaluation on the test split (never seen in training): task metrics, sparsity, size, speed."""
+"""Evaluation on the test split (never seen in training), and the run's report logged to MLflow.
+
+Everything is handed over in memory and written only into this run's own folder
+(:func:`sparsetrain.tracking.run_folder`), so that two runs in one project never mix files.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 from torch import nn
 
-from sparsetrain.core.data import Splits
-from sparsetrain.core.export import to_bytes, to_sparse_inference
-from sparsetrain.core.metrics import selected_features, sparsity_metrics, speed_metrics, task_metrics
+from sparsetrain import tracking
+from sparsetrain.core.data import DatasetInfo, Splits
+from sparsetrain.core.metrics import primary_metric
 from sparsetrain.core.models import prunable_weights
-from sparsetrain.reporting import confusion_matrix_figure, training_curves_figure, weight_mask_figure
+from sparsetrain.core.training import History
+from sparsetrain.scoring import evaluate_network, feature_table, predict, selection_scores
 
 
-def predict(network: nn.Module, X: np.ndarray, task: str) -> np.ndarray:
-    network = network.to("cpu").eval()
-    with torch.inference_mode():
-        out = network(torch.as_tensor(X, dtype=torch.float32))
-    return out.argmax(dim=1).numpy() if task == "classification" else out.squeeze(-1).numpy()
+def evaluate_model(network: nn.Module, model_input: Splits, dataset_info: DatasetInfo, training_history: History) -> dict[str, float]:
+    return evaluate_network(network, model_input, dataset_info, training_history)
 
 
-def evaluate_model(
-    network: nn.Module, model_input: Splits, dataset_info: dict[str, Any], training_history: dict[str, Any]
-) -> dict[str, float]:
-    """Every scalar metric of design.md, computed once; the names are the MLflow metric names."""
-    task = dataset_info["task"]
-    metrics: dict[str, float] = {}
-    metrics.update(task_metrics(task, model_input.y_test, predict(network, model_input.X_test, task), "test"))
-    if len(model_input.X_val):
-        metrics.update(task_metrics(task, model_input.y_val, predict(network, model_input.X_val, task), "val"))
-    metrics.update(sparsity_metrics(network))
-    metrics["bytes_sparse"] = float(len(to_bytes(network)))
-    metrics["train_seconds"] = float(training_history["train_seconds"])
-    metrics["epochs_run"] = float(training_history["epochs_run"])
-    metrics.update(speed_metrics(network, model_input.X_test))
-    metrics.update(speed_metrics(to_sparse_inference(network), model_input.X_test, suffix="_sparse"))
-    return metrics
-
-
-def metrics_for_mlflow(metrics: dict[str, float], training_history: dict[str, Any]) -> dict[str, Any]:
-    """Scalars at step 0, plus the per-epoch curves as metric histories."""
-    logged: dict[str, Any] = {name: {"value": value, "step": 0} for name, value in metrics.items()}
-    for curve in ("train_loss", "val_loss", "density"):
-        values = training_history[curve]
-        if values:
-            name = "density_history" if curve == "density" else curve
-            logged[name] = [{"value": float(v), "step": i} for i, v in enumerate(values)]
-    return logged
+def _inputs_are_components(compression_summary: dict[str, Any]) -> int | None:
+    return None if compression_summary["method"] == "none" else int(compression_summary["n_components"])
 
 
 def plot_evaluation(
-    network: nn.Module,
-    model_input: Splits,
-    dataset_info: dict[str, Any],
-    training_history: dict[str, Any],
-    compression_summary: dict[str, Any],
+    network: nn.Module, model_input: Splits, dataset_info: DatasetInfo, training_history: History
 ) -> dict[str, Figure]:
     """The run's figures by file name: training curves always, the confusion matrix for
     classifiers, the weight mask for image data read directly by a fully connected layer."""
-    figures = {
-        "training_curves.png": training_curves_figure(
-            training_history["train_loss"], training_history["val_loss"], training_history["density"]
-        )
-    }
-    if dataset_info["task"] == "classification":
-        n_classes = dataset_info["n_classes"]
-        names = dataset_info["class_names"] or [str(i) for i in range(n_classes)]
+    from sparsetrain.reporting import confusion_matrix_figure, training_curves_figure, weight_mask_figure
+
+    history = training_history
+    figures = {"training_curves.png": training_curves_figure(history.train_loss, history.val_loss, history.density)}
+    if dataset_info.task == "classification":
+        n_classes = dataset_info.n_classes
+        names = dataset_info.class_names or [str(i) for i in range(n_classes)]
         predicted = predict(network, model_input.X_test, "classification")
         matrix = confusion_matrix(model_input.y_test, predicted, labels=list(range(n_classes)))
         figures["confusion_matrix.png"] = confusion_matrix_figure(matrix, names)
     first = prunable_weights(network)[0].detach().cpu().numpy()
-    image_shape = dataset_info["image_shape"]
-    if (
-        image_shape is not None
-        and compression_summary["method"] == "none"
-        and first.ndim == 2
-        and first.shape[1] == int(np.prod(image_shape))
-    ):
+    image_shape = dataset_info.image_shape_at(model_input.X_train.shape[1])
+    if image_shape is not None and first.ndim == 2 and first.shape[1] == int(np.prod(image_shape)):
         figures["weight_mask.png"] = weight_mask_figure(first, image_shape)
     return figures
 
 
-def list_selected_features(network: nn.Module, dataset_info: dict[str, Any], compression_summary: dict[str, Any]) -> pd.DataFrame:
-    """Input features with a nonzero weight in any unit of the first layer. With compression,
-    the inputs are components, named ``component_i``."""
-    if compression_summary["method"] == "none":
-        names = dataset_info["feature_names"]
-    else:
-        names = [f"component_{i}" for i in range(int(compression_summary["n_components"]))]
-    rows = selected_features(network, names)
-    informative = set(dataset_info.get("informative") or [])
-    frame = pd.DataFrame(rows, columns=["feature", "index", "weight_l1"])
-    if informative and compression_summary["method"] == "none":
-        frame["informative"] = frame["index"].isin(informative)
-    return frame
+def list_selected_features(network: nn.Module, dataset_info: DatasetInfo, compression_summary: dict[str, Any]) -> pd.DataFrame:
+    return feature_table(network, dataset_info, _inputs_are_components(compression_summary))
 
 
-def score_feature_selection(selected: pd.DataFrame, dataset_info: dict[str, Any]) -> dict[str, Any]:
-    """Where the truly informative features are known (synthetic data): precision and recall
-    of the selected set, as MLflow metrics; otherwise only the count."""
-    metrics = {"selected_features": {"value": float(len(selected)), "step": 0}}
-    informative = set(dataset_info.get("informative") or [])
-    if informative and "informative" in selected:
-        hits = int(selected["informative"].sum())
-        metrics["selection_precision"] = {"value": hits / max(len(selected), 1), "step": 0}
-        metrics["selection_recall"] = {"value": hits / len(informative), "step": 0}
-    return metrics
+def score_feature_selection(selected_features: pd.DataFrame, dataset_info: DatasetInfo) -> dict[str, float]:
+    return selection_scores(selected_features, dataset_info)
+
+
+def report_run(
+    evaluation_metrics: dict[str, float],
+    feature_selection_metrics: dict[str, float],
+    training_history: History,
+    evaluation_plots: dict[str, Figure],
+    selected_features: pd.DataFrame,
+    compression_summary: dict[str, Any],
+    dataset_info: DatasetInfo,
+) -> dict[str, Any]:
+    """Write the run's report into its own folder and log it: metrics (per-epoch curves as
+    histories), density and test-metric tags, figures, tables. Returns where it went."""
+    import matplotlib.pyplot as plt
+
+    run_id = tracking.active_run_id()
+    folder = tracking.run_folder(run_id)
+    scalars = {**evaluation_metrics, **feature_selection_metrics}
+    scalars["compression_n_components"] = float(compression_summary["n_components"])
+    if "explained_variance_ratio" in compression_summary:
+        scalars["explained_variance_ratio"] = compression_summary["explained_variance_ratio"]
+    history = training_history
+    curves = {"train_loss": history.train_loss, "val_loss": history.val_loss, "density_history": history.density}
+    tracking.log_metrics(run_id, scalars, {name: values for name, values in curves.items() if values})
+    metric = primary_metric(dataset_info.task)
+    tracking.set_run_tags(run_id, {"density": f"{scalars['density']:.6f}", metric: f"{scalars[metric]:.6f}"})
+    (folder / "plots").mkdir(exist_ok=True)
+    for file_name, figure in evaluation_plots.items():
+        figure.savefig(folder / "plots" / file_name, dpi=100)
+        plt.close(figure)
+    selected_features.to_csv(folder / "selected_features.csv", index=False)
+    (folder / "compression_summary.json").write_text(json.dumps(compression_summary, indent=2, sort_keys=True))
+    (folder / "metrics.json").write_text(json.dumps(scalars, indent=2, sort_keys=True))
+    tracking.log_folder(run_id, folder)
+    return {"run_id": run_id, "folder": str(folder), "metrics": scalars}

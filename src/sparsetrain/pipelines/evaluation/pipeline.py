@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
-from .nodes import evaluate_model, list_selected_features, metrics_for_mlflow, plot_evaluation, score_feature_selection
+from .nodes import evaluate_model, list_selected_features, plot_evaluation, report_run, score_feature_selection
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -12,10 +12,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "evaluation_metrics",
                 name="evaluate_model",
             ),
-            node(metrics_for_mlflow, ["evaluation_metrics", "training_history"], "tracked_metrics", name="track_metrics"),
             node(
                 plot_evaluation,
-                ["network", "model_input", "dataset_info", "training_history", "compression_summary"],
+                ["network", "model_input", "dataset_info", "training_history"],
                 "evaluation_plots",
                 name="plot_evaluation",
             ),
@@ -30,6 +29,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["selected_features", "dataset_info"],
                 "feature_selection_metrics",
                 name="score_feature_selection",
+            ),
+            node(
+                report_run,
+                [
+                    "evaluation_metrics",
+                    "feature_selection_metrics",
+                    "training_history",
+                    "evaluation_plots",
+                    "selected_features",
+                    "compression_summary",
+                    "dataset_info",
+                ],
+                "run_report",
+                name="report_run",
             ),
         ]
     )

@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 register_model,
-                ["standardizer", "reducer", "network", "dataset", "evaluation_metrics", "params:registry"],
+                ["standardizer", "reducer", "network", "dataset", "run_report", "config:registry"],
                 "registered_model",
                 name="register_model",
             ),

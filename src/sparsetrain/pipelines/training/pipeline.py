@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 train_model,
-                ["model_input", "dataset_info", "params:model", "params:sparsity", "params:training"],
+                ["model_input", "dataset_info", "config:model", "config:sparsity", "config:training"],
                 ["network", "training_history"],
                 name="train_model",
             ),

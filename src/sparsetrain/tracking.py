@@ -1,0 +1,225 @@
+"""The MLflow conventions of sparsetrain: run names, run identity, what a run logs, registration.
+
+kedro-mlflow opens one MLflow run per `kedro run` and closes it; this module decides what goes
+into it, so that every run is a transaction:
+
+- the run is tagged with the process that owns it (host, pid, process start time), so that the
+  next run can mark a run whose process died ``KILLED`` (:func:`close_orphans`);
+- a run's files live in its own folder, ``data/08_reporting/runs/<run_id>/``, and only that
+  folder is logged: two runs in one project folder never log each other's files;
+- a model version is created only after its run has logged everything and is ``FINISHED``;
+  the version's tags are created with it, and alias moves come last (:func:`register`). A kill
+  at any point leaves either no version, or a version whose run is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunStatus, RunTag
+
+from sparsetrain.config import RegistryConfig, SparsetrainConfig
+from sparsetrain.core.metrics import primary_metric
+from sparsetrain.scoring import degenerate_reason
+
+logger = logging.getLogger(__name__)
+
+HOST_TAG, PID_TAG, PROCESS_START_TAG = "sparsetrain.host", "sparsetrain.pid", "sparsetrain.process_start"
+CHAMPION, CHALLENGER = "champion", "challenger"
+RUNS_FOLDER = Path("data/08_reporting/runs")
+
+
+# --------------------------------------------------------------------------------------------
+# names
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.3g}%"
+
+
+def run_name(cfg: SparsetrainConfig) -> str:
+    """What ran, at a glance in the MLflow UI: ``mlp-gmp-10%-kaiming_uniform``,
+    ``linear-l1-1e-03-kaiming_uniform``, ``mlp-l0-1e-03-gmp-2%-xavier_uniform``."""
+    sparsity = cfg.sparsity
+    parts = [cfg.model.kind]
+    if sparsity.penalty != "none":
+        parts += [sparsity.penalty, f"{sparsity.strength:.0e}"]
+    if sparsity.pruning in ("gmp", "structured"):
+        parts += [sparsity.pruning, _percent(sparsity.target_density)]
+    elif sparsity.pruning == "threshold":
+        parts += ["threshold", f"{sparsity.threshold:.0e}"]
+    if len(parts) == 1:
+        parts.append("dense")
+    parts.append(cfg.model.init)
+    return "-".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# run identity and orphans
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or "" where /proc is absent:
+    with the pid it identifies a process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_tags() -> dict[str, str]:
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PROCESS_START_TAG: _process_start(pid)}
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not start or _process_start(pid) in ("", start)
+
+
+def close_orphans(client: MlflowClient, experiment_id: str, own_run_id: str | None = None) -> list[str]:
+    """Mark ``KILLED`` every RUNNING run of this host whose process is gone, and the runs nested
+    under it; returns their ids. Runs of other hosts are left alone (their pid means nothing here)."""
+    host = socket.gethostname()
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    dead = {
+        run.info.run_id
+        for run in running
+        if run.info.run_id != own_run_id
+        and run.data.tags.get(HOST_TAG) == host
+        and run.data.tags.get(PID_TAG, "").isdigit()
+        and not _alive(int(run.data.tags[PID_TAG]), run.data.tags.get(PROCESS_START_TAG, ""))
+    }
+    dead |= {run.info.run_id for run in running if run.data.tags.get("mlflow.parentRunId") in dead}
+    for run_id in sorted(dead):
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        logger.warning("Run %s was left RUNNING by a process that died; marked it KILLED", run_id)
+    return sorted(dead)
+
+
+def start_run_record(cfg: SparsetrainConfig) -> None:
+    """At the start of the active run: close orphans, then name, tag and parametrize this run."""
+    run = mlflow.active_run()
+    client = MlflowClient()
+    close_orphans(client, run.info.experiment_id, own_run_id=run.info.run_id)
+    mlflow.set_tags({**process_tags(), "mlflow.runName": run_name(cfg)})
+    mlflow.log_params({key: _param(value) for key, value in cfg.flat().items()})
+
+
+def _param(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# what a run logs
+
+
+def run_folder(run_id: str) -> Path:
+    """This run's own folder for the files a user keeps (reports, export); never shared."""
+    folder = RUNS_FOLDER / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def active_run_id() -> str:
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run: start the pipeline with `kedro run`")
+    return run.info.run_id
+
+
+def log_metrics(
+    run_id: str, scalars: Mapping[str, float], histories: Mapping[str, Sequence[float]] = {}
+) -> None:
+    """Scalars at step 0 and per-epoch curves (one step an epoch), in one batched call."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, 0) for key, value in scalars.items()]
+    metrics += [Metric(key, float(v), now, step) for key, values in histories.items() for step, v in enumerate(values)]
+    client = MlflowClient()
+    for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    MlflowClient().log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+
+def log_folder(run_id: str, folder: Path) -> None:
+    MlflowClient().log_artifacts(run_id, str(folder))
+
+
+# --------------------------------------------------------------------------------------------
+# registration
+
+
+def register(
+    run_id: str,
+    name: str,
+    model_uri: str,
+    version_tags: Mapping[str, str],
+) -> str:
+    """Close the run as FINISHED, then create the version with its tags, then move the aliases
+    (``challenger``; ``champion`` when the name has none). Call only when the run has logged
+    everything: a kill after any step leaves no version whose run is incomplete."""
+    client = MlflowClient()
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    version = mlflow.register_model(model_uri, name, tags=dict(version_tags)).version
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if CHAMPION not in client.get_registered_model(name).aliases:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return str(version)
+
+
+def publish_model(
+    run_report: Mapping[str, Any],
+    predictor: Any,
+    input_example: Any,
+    task: str,
+    registry: RegistryConfig,
+    extra_tags: Mapping[str, str] = {},
+) -> dict[str, Any]:
+    """The last step of a run: export the sparse weights, log the served model (signature and
+    input example), and register it (:func:`register`), unless the model is degenerate (density 0,
+    chance accuracy) and ``registry.allow_degenerate`` is off: then the run stays, unregistered,
+    with the reason as its ``registration`` tag."""
+    from sparsetrain.core.export import save_sparse
+    from sparsetrain.serving import log_served_model
+
+    run_id, metrics = run_report["run_id"], run_report["metrics"]
+    name = registry.name_for(task)
+    reason = degenerate_reason(metrics, task)
+    if reason is not None and not registry.allow_degenerate:
+        logger.warning("Not registered as '%s': %s (registry.allow_degenerate=true registers it anyway)", name, reason)
+        set_run_tags(run_id, {"registration": f"refused: {reason}"})
+        return {"registered": False, "name": name, "run_id": run_id, "reason": reason}
+    export = Path(run_report["folder"]) / "sparse_export" / "model.sparse.safetensors"
+    export.parent.mkdir(exist_ok=True)
+    save_sparse(predictor.network, export)
+    MlflowClient().log_artifact(run_id, str(export), artifact_path="sparse_export")
+    logger.info("Logging the served model (pyfunc, signature, input example) to run %s", run_id)
+    model_uri = log_served_model(predictor, input_example)
+    metric = primary_metric(task)
+    version_tags = {
+        "density": f"{metrics['density']:.6f}",
+        metric: f"{metrics[metric]:.6f}",
+        "run_id": run_id,
+        **extra_tags,
+    }
+    set_run_tags(run_id, {"registration": "registered", "registered_model": name})
+    version = register(run_id, name, model_uri, version_tags)
+    return {"registered": True, "name": name, "version": version, "run_id": run_id, **version_tags}
