@@ -34,7 +34,10 @@ class SparsetrainModel(mlflow.pyfunc.PythonModel):
     def __init__(self, predictor: RawFeaturePredictor) -> None:
         self.predictor = predictor
 
-    def predict(self, context, model_input, params=None):  # untyped: MLflow reads type hints as a schema
+    # The signature comes from the input example. A DataFrame hint is one MLflow documents as
+    # "no schema inferred from it", so it neither wraps predict in its own validation nor warns;
+    # rows arrive as a frame (tables) or a matrix (arrays), and the predictor takes both.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         return self.predictor.predict(model_input)
 
 

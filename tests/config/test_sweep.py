@@ -12,7 +12,7 @@ from sparsetrain.config import SweepConfig, parse_sweep, parse_sweep_section
 from sparsetrain.config.space import Choice, Range, direction, grid_space, pareto_mask, run_name
 from sparsetrain.errors import SparsetrainError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOOD_SPACE = {"sparsity.penalty": ["l1", "l0"]}
 
 

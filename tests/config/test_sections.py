@@ -42,3 +42,41 @@ def test_bad_parameters_name_their_key(params, key):
 
 def test_hidden_sizes_parse_from_cli_strings():
     assert parse_config({"model": {"hidden": "[64, 32]"}}).model.hidden == (64, 32)
+
+
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({"evaluation": {"cv_folds": 3}}, "unknown parameter section 'evaluation'"),
+        ({"trainig": {"epochs": 2}}, "did you mean 'training'"),
+        ({"sparsity": {"strenght": 1e-3}}, "did you mean 'strength'"),
+        ({"registry": {"model_name": "a/b"}}, "registry.model_name"),
+        ({"registry": {"model_name": "a:b"}}, "registry.model_name"),
+        ({"registry": {"model_name": " "}}, "registry.model_name"),
+        ({"data": {"separator": ";;"}}, "data.separator"),
+    ],
+)
+def test_unknown_sections_keys_and_bad_names_are_one_line(params, named):
+    with pytest.raises(SparsetrainError) as error:
+        parse_config(params)
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_model_name_follows_the_task_unless_set():
+    registry = parse_config({}).registry
+    assert registry.name_for("classification") == "sparsetrain-classifier"
+    assert registry.name_for("regression") == "sparsetrain-regressor"
+    assert parse_config({"registry": {"model_name": "mine"}}).registry.name_for("regression") == "mine"
+
+
+def test_every_shipped_parameter_file_parses():
+    """conf/base holds only known sections and keys: nothing there is silently ignored."""
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "base"
+    params = {}
+    for path in sorted(conf.glob("parameters*.yml")):
+        params.update(yaml.safe_load(path.read_text()))
+    parse_config(params)

@@ -1,0 +1,71 @@
+"""What a `kedro run` prints: about one line per node and one per epoch (conf/logging.yml).
+
+``KEDRO_LOGGING_CONFIG=conf/logging_full.yml kedro run`` prints Kedro's full log instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+_COMPLETED_NODE = re.compile(r"^Completed node: (?P<name>.+)$")
+_COMPLETED_TASKS = re.compile(r"^Completed (?P<done>\d+) out of (?P<total>\d+) tasks$")
+
+
+class OneLinePerNode(logging.Filter):
+    """Fold the runner's two lines per node ("Completed node: x", "Completed 3 out of 13 tasks")
+    into one: ``[3/13] x``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_node = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        node = _COMPLETED_NODE.match(message)
+        if node:
+            self._last_node = node["name"]
+            return False
+        tasks = _COMPLETED_TASKS.match(message)
+        if tasks:
+            record.msg, record.args = f"[{tasks['done']}/{tasks['total']}] {self._last_node}", ()
+        return True
+
+
+@contextmanager
+def epoch_progress(total: int, log_line: Callable) -> Iterator[Callable]:
+    """A training callback: a rich progress bar on a terminal, one log line per epoch elsewhere
+    (CI logs, files, pipes)."""
+    if not sys.stderr.isatty():
+        yield log_line
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("epochs", total=total, status="")
+
+        def advance(log) -> None:
+            val = "" if log.val_loss is None else f" val {log.val_loss:.4f}"
+            status = f"loss {log.train_loss:.4f}{val} density {log.density:.3f}"
+            bar.update(task, completed=log.epoch + 1, total=log.total_epochs, status=status)
+
+        yield advance
+
+
+
+def quiet_defaults() -> None:
+    """The default log, unless the user chose another logging config: :class:`OneLinePerNode` on
+    the root handlers (Kedro refuses filter factories and project handler classes in logging.yml),
+    and MLflow's INFO lines off (MLflow sets its logger's level at import, after logging.yml)."""
+    if os.environ.get("KEDRO_LOGGING_CONFIG"):
+        return
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, OneLinePerNode) for f in handler.filters):
+            handler.addFilter(OneLinePerNode())
