@@ -1,13 +1,15 @@
 """Accuracy at density on Fashion-MNIST: every penalty and pruning method of sparsetrain.
 
-    python benchmarks/frontier.py --quick          # < 2 minutes on 2 cores: MLP, 6000 rows, 3 epochs
-    python benchmarks/frontier.py                  # the full table of benchmarks/README.md
-    python benchmarks/frontier.py --workers 2      # two training processes (1 torch thread each)
+    python -m benchmarks.frontier --quick          # < 2 minutes on 2 cores: MLP, 6000 rows, 3 epochs
+    python -m benchmarks.frontier                  # the full table of benchmarks/README.md
+    python -m benchmarks.frontier --workers 2      # two training processes (1 torch thread each)
+
+(from the repository root, like every benchmark: they share ``benchmarks/_common.py``).
 
 Data: the official split, 60000 training images (a stratified 10% of them is the validation slice
 that early stopping and model selection see) and the 10000 t10k images as the test set, standardized
 with ``core.data.Standardizer`` fitted on the training part. Training is the project's own recipe,
-``sparsetrain.pipelines.training.nodes.train_network`` (seed, build model, penalty, pruner, fit);
+``sparsetrain.recipe.train_network`` (seed, build model, penalty, pruner, fit);
 the accuracy reported is the test accuracy of the model ``fit`` returns (restored at the best
 *validation* loss, never chosen on the test set).
 
@@ -30,17 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+from ._common import RESULTS, accuracy, load_splits, machine, write_json
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS_FULL = (1.0, 0.2, 0.1, 0.05, 0.02, 0.01)
 TARGETS_QUICK = (1.0, 0.1, 0.02)
 METHODS = ("dense", "l1", "elasticnet", "group_lasso", "l0", "threshold", "gmp", "gmp_global", "structured")
@@ -97,46 +96,12 @@ _SPLITS = None
 _INFO = None
 
 
-def load_splits(max_train: int | None, seed: int = 0):
-    """Official Fashion-MNIST split; a stratified 10% of the training part is the validation slice."""
-    import numpy as np
-    from sklearn.model_selection import train_test_split
-
-    from sparsetrain.core.data import Splits, Standardizer, load_fashion_mnist
-
-    ds = load_fashion_mnist(max_train_samples=max_train)
-    start = ds.official_test_start
-    idx = np.arange(start)
-    tr, va = train_test_split(idx, test_size=0.1, random_state=seed, stratify=ds.y[:start])
-    scaler = Standardizer().fit(ds.X[tr])
-    splits = Splits(
-        scaler.transform(ds.X[tr]), ds.y[tr],
-        scaler.transform(ds.X[va]), ds.y[va],
-        scaler.transform(ds.X[start:]), ds.y[start:],
-    )
-    info = {
-        "task": "classification", "n_classes": 10, "n_features": int(ds.X.shape[1]),
-        "image_shape": list(ds.image_shape),
-    }
-    return splits, info
-
-
 def init_worker(max_train: int | None, threads: int) -> None:
     global _SPLITS, _INFO
     import torch
 
     torch.set_num_threads(threads)
     _SPLITS, _INFO = load_splits(max_train)
-
-
-def _accuracy(model, X, y) -> float:
-    """Plain forward pass and argmax (the evaluation node's ``predict`` pulls in matplotlib)."""
-    import torch
-
-    model = model.to("cpu").eval()
-    with torch.inference_mode():
-        out = torch.cat([model(torch.as_tensor(X[i : i + 4096])) for i in range(0, len(X), 4096)])
-    return float((out.argmax(dim=1).numpy() == y).mean())
 
 
 def run_key(job: dict) -> str:
@@ -151,7 +116,7 @@ def train_one(job: dict) -> dict:
     from sparsetrain.config import ModelConfig, SparsityConfig, TrainingConfig
     from sparsetrain.core.metrics import sparsity_metrics
     from sparsetrain.core.models import build_model, prunable_weights
-    from sparsetrain.pipelines.training.nodes import train_network
+    from sparsetrain.recipe import train_network
 
     splits, info = _SPLITS, _INFO
     method, param = job["method"], job["param"]
@@ -180,15 +145,14 @@ def train_one(job: dict) -> dict:
     wall = time.perf_counter() - started
     # Density against the full-size architecture (structured pruning returns a smaller network).
     reference = build_model(
-        job["model"], info["n_features"], info["n_classes"], hidden=(300, 100),
-        image_shape=tuple(info["image_shape"]),
+        job["model"], info.n_features, info.n_outputs, hidden=(300, 100), image_shape=info.image_shape,
     )
     full_prunable = sum(w.numel() for w in prunable_weights(reference))
     sm = sparsity_metrics(net)
     result = dict(job)
     result.update(
-        test_accuracy=_accuracy(net, splits.X_test, splits.y_test),
-        val_accuracy=_accuracy(net, splits.X_val, splits.y_val),
+        test_accuracy=accuracy(net, splits.X_test, splits.y_test),
+        val_accuracy=accuracy(net, splits.X_val, splits.y_val),
         density=sm["prunable_nonzero"] / full_prunable,
         density_in_own_layers=sm["density"],
         nonzero_params=sm["nonzero_params"],
@@ -508,19 +472,6 @@ def plot(rows: list[dict], runs: list[dict], path: Path, title: str) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    import torch
-
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-        "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="6000 training rows, 3 epochs, 1 seed, MLP, 100/10/2%%")
@@ -562,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "frontier_quick" if q else "frontier"
     out = Path(args.out) if args.out else RESULTS / f"{name}.json"
     runs_file = out.with_name(f"{out.stem}_runs.json")  # JSON lines (named .json: git-ignored with the rest)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)  # the runs file is appended to as runs finish
 
     wall_start = time.perf_counter()
     import torch
@@ -681,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs_wall_seconds_sum": sum(r["wall_seconds"] for r in runs),
         "table": rows, "anchors": anchors, "published": ANCHORS, "claim_10pct": verdict, "runs": runs,
     }
-    out.write_text(json.dumps(result, indent=1))
+    write_json(out, result)
     out.with_suffix(".md").write_text(markdown(rows, runs) + "\n")
     import tempfile
 

@@ -1,11 +1,11 @@
 """What sparsity buys at inference: stored bytes, batch-1 latency, batch-64 / 1024 throughput.
 
-    python benchmarks/inference.py --quick      # < 2 minutes: 6000 training rows, 3 epochs
-    python benchmarks/inference.py              # the table of benchmarks/README.md
+    python -m benchmarks.inference --quick      # < 2 minutes: 6000 training rows, 3 epochs
+    python -m benchmarks.inference              # the table of benchmarks/README.md
 
-Trains (with the project's recipe, ``pipelines.training.nodes.train_network``) an MLP 784-300-100-10
-on Fashion-MNIST dense, with ``gmp`` at 10% and 5% density, and with ``structured`` pruning (10% and
-30% of the hidden units kept, physically smaller networks). Then, with ``torch.set_num_threads(1)``
+(from the repository root). Trains (with the project's recipe, ``sparsetrain.recipe.train_network``)
+an MLP 784-300-100-10 on Fashion-MNIST dense, with ``gmp`` at 10% and 5% density, and with
+``structured`` pruning (10% and 30% of the hidden units kept, physically smaller networks). Then, with ``torch.set_num_threads(1)``
 and interleaved repeats (each round times every variant, so that load from other processes hits
 them all alike), it measures the median time per call of
 
@@ -24,17 +24,13 @@ Writes ``benchmarks/results/inference.json`` (``inference_quick.json``).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ._common import RESULTS, accuracy, load_splits, machine, write_json
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (1, 64, 1024)
 
 # Targets of the benchmarks issue.
@@ -44,28 +40,14 @@ THROUGHPUT_MIN = 2.0  # sparse / dense throughput at batch >= 64, density <= 10%
 
 def train(splits, info, name: str, sparsity: dict, epochs: int, seed: int = 0):
     from sparsetrain.config import ModelConfig, SparsityConfig, TrainingConfig
-    from sparsetrain.pipelines.training.nodes import train_network
+    from sparsetrain.recipe import train_network
 
     cfg = TrainingConfig(epochs=epochs, lr=1e-2, batch_size=256, lr_schedule="cosine", early_stopping=5,
                          device="cpu", seed=seed, verbose=False)
     started = time.perf_counter()
     net, history = train_network(splits, info, ModelConfig(kind="mlp", hidden=(300, 100)), SparsityConfig(**sparsity), cfg)
-    if not hasattr(net, "arch"):
-        # StructuredPruner.finalize (pruner.shrink) returns a new nn.Sequential without the
-        # ``arch`` that export needs; the build arguments are those of the full-size network
-        # (export.architecture reads the shrunk hidden sizes off the layers).
-        from sparsetrain.core.models import build_model
-
-        net.arch = build_model("mlp", info["n_features"], info["n_classes"], hidden=(300, 100)).arch
     print(f"  trained {name:16} in {time.perf_counter() - started:5.1f}s ({history.epochs_run} epochs)", flush=True)
     return net.eval()
-
-
-def accuracy(model, X, y) -> float:
-    import torch
-
-    with torch.inference_mode():
-        return float((model(torch.as_tensor(X)).argmax(dim=1).numpy() == y).mean())
 
 
 def time_variants(variants: dict, inputs: dict, rounds: int, calls: dict) -> dict:
@@ -103,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import save as st_save
 
-    from frontier import load_splits, machine
     from sparsetrain.core.export import from_bytes, to_bytes, to_sparse_inference
     from sparsetrain.core.metrics import sparsity_metrics
     from sparsetrain.core.models import prunable_weights
@@ -223,13 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     if not all(r.get("round_trip_exact", True) for r in table):
         print("WARNING: a loaded-back model does not reproduce the original's outputs exactly")
     print(f"\nwall time {wall:.0f}s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else RESULTS / ("inference_quick.json" if q else "inference.json")
-    out.write_text(json.dumps({
+    write_json(out, {
         "benchmark": "inference", "quick": q, "epochs": epochs, "rounds": rounds, "calls_per_round": calls,
         "threads": 1, "machine": info_machine, "dense_bytes": dense_bytes, "table": table, "targets": checks,
         "wall_seconds": wall,
-    }, indent=1))
+    })
     print(f"wrote {out}")
     return 0
 

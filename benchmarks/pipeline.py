@@ -1,7 +1,9 @@
 """Pipeline overhead: where the wall time of `kedro run` goes, and a sweep's per-trial overhead.
 
-    python benchmarks/pipeline.py --quick     # 1 default run + a 3-trial sweep (< 2 minutes)
-    python benchmarks/pipeline.py             # 3 default runs, 1 `kedro run` CLI run, a 10-trial sweep
+    python -m benchmarks.pipeline --quick     # 1 default run + a 3-trial sweep (< 2 minutes)
+    python -m benchmarks.pipeline             # 3 default runs, 1 `kedro run` CLI run, a 10-trial sweep
+
+(from the repository root; each worker process runs this module too, found through ``PYTHONPATH``).
 
 Each run happens in a fresh Python process (so that imports are really paid), in a scratch copy of
 the project (``conf/base``, ``pyproject.toml``, an empty ``src/``; the package is the installed one) with
@@ -43,8 +45,9 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from ._common import RESULTS, machine, write_json  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 PHASES = ("import", "setup", "data", "train", "evaluate", "mlflow", "io", "sweep", "other")
 NODE_PHASE = {
     "load_source": "data", "describe_dataset": "data", "split_data": "data", "fit_standardizer": "data",
@@ -157,7 +160,7 @@ def worker(project: Path, pipeline: str, runtime_params: dict, out: Path) -> Non
     }
     if pipeline == "sweep":
         record["trials"] = sweep_trials()
-    out.write_text(json.dumps(record, indent=1))
+    write_json(out, record)
 
 
 def sweep_trials() -> list[dict]:
@@ -206,10 +209,12 @@ def child_env(project: Path) -> dict:
 
 def run_worker(project: Path, pipeline: str, params: dict, tag: str, timeout: int) -> dict:
     out = project / f"timing_{tag}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--project", str(project),
+    cmd = [sys.executable, "-m", "benchmarks.pipeline", "--worker", "--project", str(project),
            "--pipeline", pipeline, "--params", json.dumps(params), "--record", str(out)]
+    env = child_env(project)  # the worker runs in the scratch project: say where this package is
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=project, env=child_env(project), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - started
     if not out.exists():
         return {"pipeline": pipeline, "error": f"worker exited {proc.returncode}: {proc.stderr[-2000:]}", "wall_s": wall}
@@ -369,19 +374,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nsweep: failed: {(sweep or {}).get('error', '')[:600]}")
         result["sweep"] = {"error": (sweep or {}).get("error")}
 
-    from frontier import machine  # noqa: E402 (same folder)
-
     result["machine"] = machine()
     result["wall_seconds"] = time.perf_counter() - wall_start
     print(f"\nwall time {result['wall_seconds']:.0f}s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else RESULTS / ("pipeline_quick.json" if q else "pipeline.json")
-    out.write_text(json.dumps(result, indent=1, default=str))
+    write_json(out, result, default=str)
     print(f"wrote {out}")
     shutil.rmtree(project, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

@@ -1,8 +1,10 @@
 """Solver speed: sparsetrain's linear solver against scikit-learn, skglm, celer and R's glmnet.
 
-    python benchmarks/solvers.py --quick      # < 2 minutes on 2 cores (subsets, tolerance 1e-4)
-    python benchmarks/solvers.py              # the full table of benchmarks/README.md
-    python benchmarks/solvers.py --only binary,path
+    python -m benchmarks.solvers --quick      # < 2 minutes on 2 cores (subsets, tolerance 1e-4)
+    python -m benchmarks.solvers              # the full table of benchmarks/README.md
+    python -m benchmarks.solvers --only binary,path
+
+(from the repository root).
 
 Problems (same objective for every solver; C = 1 / (n * strength) for scikit-learn and celer):
 - ``binary``: L1 logistic regression, Fashion-MNIST T-shirt (0) vs Shirt (6), 12000 x 784,
@@ -28,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -43,14 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 from threadpoolctl import threadpool_limits
 
 from sparsetrain.core.penalties import L1
 from sparsetrain.core.solvers import lasso_path, objective, solve_linear, strength_max
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from ._common import RESULTS, machine, write_json
+
 TMP = Path(tempfile.mkdtemp(prefix="sparsetrain-bench-"))
 
 
@@ -528,6 +526,7 @@ def main(argv=None) -> None:
             "note: Rscript with the glmnet package not found (Debian: apt-get install r-cran-glmnet); glmnet skipped"
         )
     t_start = time.perf_counter()
+    info_machine = machine()
     results = []
     only = args.only.split(",")
     if "binary" in only:
@@ -545,17 +544,10 @@ def main(argv=None) -> None:
     print("\n" + "\n\n".join(table(r) for r in results))
     print(f"\nratio = peer seconds / sparsetrain seconds (> 1: sparsetrain faster); wall {wall:.0f} s")
     out = args.out or RESULTS / ("solvers_quick.json" if quick else "solvers.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "quick": quick,
-        "wall_seconds": wall,
-        "threads": 1,
+        "date": time.strftime("%Y-%m-%d"), "machine": info_machine, "quick": quick, "wall_seconds": wall, "threads": 1,
     }
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float))
+    write_json(out, {"meta": meta, "results": results}, default=float)
     print(f"saved {out}")
     shutil.rmtree(TMP, ignore_errors=True)
 

@@ -159,3 +159,44 @@ def test_a_regressor_registers_under_the_regressor_name(project):
     (version,) = MlflowClient().search_model_versions("")
     assert version.name == "sparsetrain-regressor"
     assert "test_r2" in version.tags
+
+
+def write_csv(project: Path, text: str) -> Path:
+    path = project / "data" / "01_raw" / "t.csv"
+    path.write_text(text)
+    return path
+
+
+def rows(values, sep=",") -> str:
+    """A small two-class table: columns a, b, label; ``values`` fills column a."""
+    lines = [sep.join(("a", "b", "label"))]
+    lines += [sep.join((str(v), str(i % 7), str(i % 2))) for i, v in enumerate(values)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "case, make, named",
+    [
+        ("semicolons", lambda p: write_csv(p, rows(range(40), sep=";")), ("data.separator=';'",)),
+        ("directory", lambda p: p / "data" / "01_raw", ("data.path", "is a directory")),
+        ("beyond float32", lambda p: write_csv(p, rows([1e308] + list(range(39)))), ("'a'", "float32")),
+        ("yaml tag", None, ("data.path", "YAML tags are not allowed")),
+    ],
+)
+def test_bad_data_is_one_line_naming_the_column_or_key(project, case, make, named):
+    if make is None:
+        params = 'data.path=!!python/object/apply:os.system ["echo PWNED"]'
+    else:
+        params = f"data.source=table,data.target=label,data.path={make(project)}"
+    one_line_error(kedro_run(project, f"training.epochs=1,{params}"), *named)
+    assert not (project / "PWNED").exists()
+    assert len(mlflow.search_runs(search_all_experiments=True)) == 0
+
+
+def test_values_near_float32_max_train(project):
+    values = [3.3e38 if i % 2 else -3.3e38 for i in range(60)]
+    path = write_csv(project, rows(values))
+    result = kedro_run(project, f"training.epochs=2,data.source=table,data.target=label,data.path={path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("sparsetrain").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["train_loss"] == run.data.metrics["train_loss"]

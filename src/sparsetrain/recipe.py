@@ -6,6 +6,7 @@ A `kedro run`, a sweep trial, the benchmarks and cross-validation folds all trai
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from torch import nn
@@ -14,9 +15,30 @@ from sparsetrain.config import CompressionConfig, ModelConfig, SparsityConfig, T
 from sparsetrain.core.compression import fit_reducer, transform
 from sparsetrain.core.data import DatasetInfo, Splits
 from sparsetrain.core.models import build_model
-from sparsetrain.core.penalties import make_penalty
-from sparsetrain.core.sparsity.pruner import make_pruner
-from sparsetrain.core.training import History, fit, log_progress, seed_everything
+from sparsetrain.core.penalties import Penalty, make_penalty
+from sparsetrain.core.sparsity.pruner import Pruner, make_pruner
+from sparsetrain.core.training import History, TrainSettings, fit, log_progress, seed_everything
+
+
+def train_settings(cfg: TrainingConfig) -> TrainSettings:
+    """The loop's settings: every key of the ``training`` section that is a field of
+    :class:`TrainSettings`, by name, so that a key added to both is carried without a line here;
+    the rest (``verbose``) is the recipe's own."""
+    names = {f.name for f in fields(TrainSettings)}
+    return TrainSettings(**{k: v for k, v in cfg.model_dump().items() if k in names})
+
+
+def build_penalty(cfg: SparsityConfig) -> Penalty:
+    """The penalty that ``sparsity.penalty`` names, with the keys it may read."""
+    return make_penalty(cfg.penalty, cfg.strength, l1_ratio=cfg.l1_ratio, groups=cfg.groups)
+
+
+def build_pruner(cfg: SparsityConfig) -> Pruner:
+    """The pruner that ``sparsity.pruning`` names, with the keys it may read."""
+    return make_pruner(
+        cfg.pruning, target_density=cfg.target_density, threshold=cfg.threshold, scope=cfg.scope,
+        prune_start=cfg.prune_start, prune_end=cfg.prune_end, finetune_epochs=cfg.finetune_epochs,
+    )
 
 
 def train_network(
@@ -27,7 +49,8 @@ def train_network(
     training_cfg: TrainingConfig,
     callbacks: list | None = None,
 ) -> tuple[nn.Module, History]:
-    """Seed, build, fit on the train split, early-stop on the validation split."""
+    """Seed, build, fit on the train split, early-stop on the validation split. ``callbacks``
+    None: one progress line per epoch if ``training.verbose``."""
     n_features = splits.X_train.shape[1]
     seed_everything(training_cfg.seed)
     network = build_model(
@@ -35,14 +58,12 @@ def train_network(
         hidden=model_cfg.hidden, dropout=model_cfg.dropout, batch_norm=model_cfg.batch_norm,
         init=model_cfg.init, image_shape=info.image_shape_at(n_features),
     )
-    penalty = make_penalty(
-        sparsity_cfg.penalty, sparsity_cfg.strength, l1_ratio=sparsity_cfg.l1_ratio, groups=sparsity_cfg.groups
-    )
     if callbacks is None:
         callbacks = [log_progress] if training_cfg.verbose else []
     return fit(
         network, splits.X_train, splits.y_train, splits.X_val, splits.y_val,
-        task=info.task, settings=training_cfg, penalty=penalty, pruner=make_pruner(sparsity_cfg), callbacks=callbacks,
+        task=info.task, settings=train_settings(training_cfg), penalty=build_penalty(sparsity_cfg),
+        pruner=build_pruner(sparsity_cfg), callbacks=callbacks,
     )
 
 

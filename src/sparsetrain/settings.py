@@ -4,12 +4,14 @@ import warnings
 
 from omegaconf.resolvers import oc
 
+from sparsetrain.config_loader import SparsetrainConfigLoader
 from sparsetrain.hooks import RunConfigHook, RunRecordHook
 from sparsetrain.logs import quiet_defaults
 
 _CONFIG = RunConfigHook()
 HOOKS = (_CONFIG, RunRecordHook(_CONFIG))
 
+CONFIG_LOADER_CLASS = SparsetrainConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

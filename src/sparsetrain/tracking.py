@@ -118,11 +118,13 @@ def start_run_record(cfg: SparsetrainConfig) -> None:
     client = MlflowClient()
     close_orphans(client, run.info.experiment_id, own_run_id=run.info.run_id)
     mlflow.set_tags({**process_tags(), "mlflow.runName": run_name(cfg)})
-    mlflow.log_params({key: _param(value) for key, value in cfg.flat().items()})
+    log_params(cfg.flat())
 
 
-def _param(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+def log_params(flat: Mapping[str, Any]) -> None:
+    """Dotted parameters to the active run; lists as JSON (``model.hidden`` = ``[300, 100]``)."""
+    encode = lambda value: json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)  # noqa: E731
+    mlflow.log_params({key: encode(value) for key, value in flat.items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,8 +161,8 @@ def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
     MlflowClient().log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
 
-def log_folder(run_id: str, folder: Path) -> None:
-    MlflowClient().log_artifacts(run_id, str(folder))
+def log_folder(run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+    MlflowClient().log_artifacts(run_id, str(folder), artifact_path=artifact_path)
 
 
 # --------------------------------------------------------------------------------------------

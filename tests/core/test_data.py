@@ -1,5 +1,6 @@
 import gzip
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sparsetrain.config import DataConfig
 from sparsetrain.core.data import (
     FASHION_MNIST_DIRS,
+    SOURCES,
     Dataset,
     Standardizer,
     dataset_from_frame,
@@ -185,6 +187,122 @@ def test_read_table_errors(tmp_path, name, content, needle):
 def test_read_table_missing_file(tmp_path):
     with pytest.raises(SparsetrainError, match="data.path .*does not exist"):
         read_table(tmp_path / "nope.csv")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Plain data settings: load_dataset needs no config package, only these attributes."""
+
+    source: str = "table"
+    path: str | None = None
+    target: str | None = "label"
+    task: str = "classification"
+    seed: int = 0
+    n_samples: int = 60
+    n_features: int = 6
+    n_informative: int = 2
+    n_classes: int = 2
+    max_train_samples: int | None = None
+    separator: str | None = None
+
+
+def _error(call, *args, **kwargs) -> str:
+    with pytest.raises(SparsetrainError) as info:
+        call(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_load_dataset_takes_plain_settings(tmp_path):
+    path = tmp_path / "t.csv"
+    _frame().to_csv(path, index=False)
+    ds = load_dataset(Settings(path=str(path)))
+    assert ds.feature_names == ("a", "b") and ds.class_names == ("cat", "dog")
+    synthetic = load_dataset(Settings(source="synthetic"))
+    assert synthetic.X.shape == (60, 6) and len(synthetic.informative) == 2
+
+
+def test_sources_registry_covers_every_source_and_names_them_when_unknown():
+    assert list(SOURCES) == ["digits", "fashion_mnist", "synthetic", "table"]
+    assert load_dataset(Settings(source="digits")).image_shape == (1, 8, 8)
+    message = _error(load_dataset, Settings(source="mnist"))
+    assert message == "data.source 'mnist' is unknown; choose one of digits, fashion_mnist, synthetic, table"
+
+
+@pytest.mark.parametrize("source", ["digits", "fashion_mnist"])
+def test_labelled_sources_refuse_regression(source):
+    message = _error(load_dataset, Settings(source=source, task="regression"))
+    assert f"data.source '{source}'" in message and "set data.task: classification" in message
+
+
+def test_table_path_is_a_directory(tmp_path):
+    message = _error(load_dataset, Settings(path=str(tmp_path)))
+    assert message == f"data.path '{tmp_path}' is a directory; give a CSV or Parquet file"
+
+
+def test_fashion_mnist_path_is_a_directory(tmp_path):
+    _fake_fashion(tmp_path)
+    assert load_dataset(Settings(source="fashion_mnist", path=str(tmp_path))).official_test_start == 30
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_wrong_separator_says_which_to_set(tmp_path, separator):
+    path = tmp_path / "t.csv"
+    _frame().to_csv(path, index=False, sep=separator)
+    header = separator.join(["a", "b", "label"])
+    message = _error(load_dataset, Settings(path=str(path)))
+    assert message == (
+        f"data.target 'label' is not a column: the file looks {separator!r}-separated "
+        f"(1 column {header!r}); set data.separator={separator!r}"
+    )
+    ds = load_dataset(Settings(path=str(path), separator=separator))
+    assert ds.feature_names == ("a", "b")
+
+
+def _write_column(tmp_path, column: str, values) -> Path:
+    frame = _frame().assign(**{column: values})
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_feature_beyond_float32_names_column_and_fix(tmp_path):
+    values = np.where(np.arange(40) == 3, 1e308, 1.0)
+    message = _error(load_dataset, Settings(path=str(_write_column(tmp_path, "a", values))))
+    assert message == (
+        "feature column 'a' holds values beyond float32's range (±3.4e38), e.g. 1e+308; "
+        "rescale the column (e.g. divide it by 1e+308) or drop it"
+    )
+
+
+def test_regression_target_beyond_float32_names_target(tmp_path):
+    path = _write_column(tmp_path, "label", np.where(np.arange(40) == 5, -2e300, 1.0))
+    message = _error(load_dataset, Settings(path=str(path), task="regression"))
+    assert message == (
+        "data.target 'label' holds values beyond float32's range (±3.4e38), e.g. -2e+300; "
+        "rescale the column (e.g. divide it by 1e+300)"
+    )
+
+
+def test_real_infinity_is_still_reported_as_infinite(tmp_path):
+    path = _write_column(tmp_path, "a", np.where(np.arange(40) == 3, np.inf, 1.0))
+    message = _error(load_dataset, Settings(path=str(path)))
+    assert message.startswith("feature columns 'a' contain NaN or infinite values")
+
+
+def test_features_near_float32_max_standardize_to_finite_unit_variance(tmp_path):
+    values = np.where(np.arange(40) % 10 == 0, 3.3e38, -3.3e38)  # skewed: x - mean overflows float32
+    ds = load_dataset(Settings(path=str(_write_column(tmp_path, "a", values))))
+    validate_dataset(ds)
+    splits = split_dataset(ds, val_size=0.1, test_size=0.2, seed=0)
+    scaler = Standardizer().fit(splits.X_train)
+    for X in (splits.X_train, splits.X_val, splits.X_test):
+        out = scaler.transform(X)
+        assert out.dtype == np.float32 and np.isfinite(out).all()
+    train = scaler.transform(splits.X_train)
+    np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-4)
 
 
 def test_regression_table():

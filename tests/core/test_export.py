@@ -1,14 +1,23 @@
+import hashlib
+import json
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from sparsetrain.core.export import (
+    FORMAT,
+    METADATA_KEY,
     FeatureMajorChain,
     from_bytes,
     load_sparse,
     save_sparse,
+    sparse_state,
     to_bytes,
     to_sparse_inference,
 )
@@ -43,6 +52,60 @@ def test_file_holds_no_pickle(tmp_path):
     data = to_bytes(model)
     with pytest.raises(pickle.UnpicklingError):
         pickle.loads(data)
+
+
+def seeded_model():
+    """The same model, bit for bit, in every process: a CNN (kernels, BatchNorm) and CSR and
+    bitmask encodings, so that every kind of metadata is in the file."""
+    torch.manual_seed(0)
+    return sparsify(build_model("cnn", 64, 10, image_shape=(1, 8, 8), batch_norm=True), 0.02)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+SHA_IN_A_FRESH_PROCESS = f"""
+import hashlib, runpy
+from sparsetrain.core.export import to_bytes
+model = runpy.run_path({__file__!r})["seeded_model"]()
+print(hashlib.sha256(to_bytes(model)).hexdigest())
+"""
+
+
+def test_the_same_model_gives_the_same_bytes_in_one_process(tmp_path):
+    assert sha256(to_bytes(seeded_model())) == sha256(to_bytes(seeded_model()))
+    save_sparse(seeded_model(), tmp_path / "a.safetensors")
+    save_sparse(seeded_model(), tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_the_same_model_gives_the_same_bytes_in_fresh_processes():
+    """safetensors writes its metadata map in a per-process hash order: with several metadata keys
+    the three hashes here (two fresh processes and this one) all agreed about one run in 36."""
+    hashes = {
+        subprocess.run(
+            [sys.executable, "-c", SHA_IN_A_FRESH_PROCESS], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert hashes == {sha256(to_bytes(seeded_model()))}
+
+
+def test_files_with_the_former_metadata_keys_still_load():
+    model = seeded_model().eval()
+    tensors, metadata = sparse_state(model)
+    header = json.loads(metadata[METADATA_KEY])
+    former = {"format": header["format"], **{k: json.dumps(header[k]) for k in ("architecture", "encodings")}}
+    loaded = from_bytes(st_save(tensors, metadata=former))
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_a_file_of_another_format_is_refused():
+    tensors, _ = sparse_state(seeded_model())
+    with pytest.raises(ValueError, match=FORMAT):
+        from_bytes(st_save(tensors, metadata={"format": "something-else"}))
 
 
 def test_ten_percent_density_stores_at_most_fifteen_percent_of_dense_bytes():
@@ -129,17 +192,16 @@ def test_dense_layers_stay_dense():
 
 def test_structurally_pruned_cnn_round_trips():
     """Channels and fully connected widths are read off the shrunk network."""
-    from sparsetrain.config import TrainingConfig
     from sparsetrain.core.sparsity.pruner import StructuredPruner
     from sparsetrain.core.sparsity.schedules import CubicSchedule
-    from sparsetrain.core.training import fit
+    from sparsetrain.core.training import TrainSettings, fit
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     X, y = rng.random((120, 64), dtype=np.float32), rng.integers(0, 10, 120)
     pruner = StructuredPruner(CubicSchedule(final_density=0.25, start=0.0, end=0.75), finetune_epochs=1)
     model, _ = fit(build_model("cnn", 64, 10, image_shape=(1, 8, 8)), X, y, X, y, task="classification",
-                   settings=TrainingConfig(epochs=3, verbose=False), pruner=pruner)
+                   settings=TrainSettings(epochs=3), pruner=pruner)
     loaded = from_bytes(to_bytes(model))
     x = torch.from_numpy(X[:5])
     assert torch.equal(model(x), loaded(x))
@@ -147,9 +209,6 @@ def test_structurally_pruned_cnn_round_trips():
 
 def test_corrupt_csr_indices_are_refused_not_crashed_on():
     """A file whose CSR indices point outside the matrix fails with an error, not a segfault."""
-    from safetensors.torch import load as st_load
-    from safetensors.torch import save as st_save
-
     from sparsetrain.core.export import _metadata
 
     torch.manual_seed(0)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
-import typing
 
 import numpy as np
 import pytest
@@ -14,7 +14,6 @@ from scipy.optimize import minimize
 from torch import nn
 from torch.nn.utils import parametrize
 
-from sparsetrain.config import SparsityConfig, TrainingConfig
 from sparsetrain.core.models import build_model, prunable_weights
 from sparsetrain.core.penalties import (
     PENALTIES,
@@ -28,7 +27,8 @@ from sparsetrain.core.penalties import (
     Penalty,
     make_penalty,
 )
-from sparsetrain.core.training import fit, weight_density
+from sparsetrain.core.sparsity.masks import density_of
+from sparsetrain.core.training import TrainSettings, fit
 from sparsetrain.errors import SparsetrainError
 
 ALL = [
@@ -50,15 +50,14 @@ def random_weight(shape, seed=0) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def test_registry_builds_every_config_value():
-    names = typing.get_args(SparsityConfig.model_fields["penalty"].annotation)
-    assert set(PENALTIES) == set(names)
-    for name in names:
+def test_registry_builds_every_penalty_by_its_name():
+    assert set(PENALTIES.values()) == {type(p) for p in ALL}
+    for name in PENALTIES:
         penalty = make_penalty(name, 0.1, l1_ratio=0.5, groups="neuron")
         assert isinstance(penalty, Penalty)
         assert penalty.name == name
-    assert make_penalty("group_lasso", 0.1, groups="neuron") == GroupLasso(0.1, "neuron")
-    assert {type(p) for p in ALL} == {type(make_penalty(n, 0.1)) for n in names}
+    assert make_penalty("group_lasso", 0.1, l1_ratio=0.2, groups="neuron") == GroupLasso(0.1, "neuron")
+    assert make_penalty("elasticnet", 0.1, l1_ratio=0.2, groups="neuron") == ElasticNet(0.1, 0.2)
 
 
 def test_unknown_and_invalid_penalties_fail_with_the_key():
@@ -139,6 +138,19 @@ def test_support_equals_the_nonzero_pattern(penalty, shape):
     if not penalty.exact_prox:  # L0's prox is the identity: put exact zeros in by hand
         z = torch.where(w.abs() < 0.5, torch.zeros_like(w), w)
     assert torch.equal(penalty.support(z), z != 0)
+
+
+@pytest.mark.parametrize("penalty", ALL, ids=IDS)
+def test_separable_says_whether_value_and_prox_act_entry_by_entry(penalty):
+    """The claim solvers rely on for working sets: the penalty of a matrix is that of its entries."""
+    w = random_weight((3, 4))
+    entries = [w[i : i + 1, j : j + 1] for i in range(3) for j in range(4)]
+    prox_of_entries = torch.cat([penalty.prox(e, 0.7).flatten() for e in entries]).view(3, 4)
+    value_of_entries = sum(float(penalty.value(e)) for e in entries)
+    by_entry = torch.allclose(penalty.prox(w, 0.7), prox_of_entries) and math.isclose(
+        float(penalty.value(w)), value_of_entries, rel_tol=1e-12
+    )
+    assert by_entry == penalty.separable
 
 
 def linear_problem(seed=0):
@@ -261,7 +273,7 @@ def test_l0_finalize_bakes_the_deterministic_gates_into_exact_zeros():
     assert len(list(model.parameters())) == n_before
     assert all(a is b for a, b in zip(prunable_weights(model), weights))
     torch.testing.assert_close(model(x), gated)
-    assert 0.2 < weight_density(prunable_weights(model)) < 0.8
+    assert 0.2 < density_of(prunable_weights(model)) < 0.8
     pickle.loads(pickle.dumps(model))
 
 
@@ -282,11 +294,11 @@ def train(kind, penalty, epochs=8, hidden=(64,), seed=0):
     X_tr, y_tr, X_va, y_va, X_te, y_te = digits()
     torch.manual_seed(seed)
     model = build_model(kind, X_tr.shape[1], 10, hidden=hidden)
-    settings = TrainingConfig(epochs=epochs, early_stopping=5, seed=seed, verbose=False)
+    settings = TrainSettings(epochs=epochs, early_stopping=5, seed=seed)
     model, _ = fit(model, X_tr, y_tr, X_va, y_va, task="classification", settings=settings, penalty=penalty)
     with torch.no_grad():
         accuracy = float((model(torch.as_tensor(X_te)).argmax(1).numpy() == y_te).mean())
-    return model, weight_density(prunable_weights(model)), accuracy
+    return model, density_of(prunable_weights(model)), accuracy
 
 
 def test_fit_l0_density_falls_as_strength_rises():

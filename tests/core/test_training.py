@@ -2,13 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetrain.config import TrainingConfig
 from sparsetrain.core.models import build_model, prunable_weights
 from sparsetrain.core.penalties import L1, L2, NoPenalty
-from sparsetrain.core.training import fit, resolve_device, seed_everything
+from sparsetrain.core.training import TrainSettings, fit, resolve_device, seed_everything
 from sparsetrain.errors import SparsetrainError
 
-FAST = TrainingConfig(epochs=8, early_stopping=None, verbose=False)
+FAST = TrainSettings(epochs=8, early_stopping=None)
 
 
 def train(digits_splits, penalty, settings=FAST, kind="linear"):
@@ -86,7 +85,7 @@ def test_cnn_trains_channels_last_on_cpu_and_comes_back_contiguous(digits_splits
 def test_every_optimizer_trains_with_the_prox(digits_splits, optimizer, batch_size):
     lr = 0.1 if optimizer in ("sgd", "momentum", "nesterov") else 1e-2
     epochs = 6 if batch_size else 60  # full batch: one step per epoch
-    settings = TrainingConfig(optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, verbose=False)
+    settings = TrainSettings(optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs)
     model, history, accuracy = train(digits_splits, L1(1e-3), settings)
     assert history.train_loss[-1] < history.train_loss[0]
     assert accuracy > 0.8
@@ -94,13 +93,13 @@ def test_every_optimizer_trains_with_the_prox(digits_splits, optimizer, batch_si
 
 @pytest.mark.parametrize("schedule", ["constant", "step", "cosine"])
 def test_lr_schedules(digits_splits, schedule):
-    settings = TrainingConfig(lr_schedule=schedule, epochs=10, batch_size=64, verbose=False, early_stopping=None)
+    settings = TrainSettings(lr_schedule=schedule, epochs=10, batch_size=64, early_stopping=None)
     _, history, accuracy = train(digits_splits, NoPenalty(), settings)
     assert history.epochs_run == 10 and accuracy > 0.85
 
 
 def test_early_stopping_stops_and_restores_the_best_epoch(digits_splits):
-    settings = TrainingConfig(epochs=60, early_stopping=2, lr=0.05, verbose=False, lr_schedule="constant")
+    settings = TrainSettings(epochs=60, early_stopping=2, lr=0.05, lr_schedule="constant")
     _, history, _ = train(digits_splits, NoPenalty(), settings, kind="mlp")
     assert history.stopped_early
     assert history.epochs_run < 60
@@ -114,7 +113,7 @@ def test_divergence_is_reported():
     X = rng.normal(size=(64, 4)).astype(np.float32) * 1e3
     y = (X @ np.ones(4)).astype(np.float32)
     model = build_model("linear", 4, 1)
-    settings = TrainingConfig(optimizer="sgd", lr=10.0, epochs=5, verbose=False)
+    settings = TrainSettings(optimizer="sgd", lr=10.0, epochs=5)
     with pytest.raises(DivergedError, match="training.lr"):
         fit(model, X, y, None, None, task="regression", settings=settings)
 
@@ -124,7 +123,7 @@ def test_regression_fits_a_linear_target():
     X = rng.normal(size=(400, 5)).astype(np.float32)
     y = (X @ np.array([1.0, -2.0, 0.0, 0.0, 3.0])).astype(np.float32)
     model = build_model("linear", 5, 1)
-    settings = TrainingConfig(epochs=300, lr=0.05, batch_size=None, verbose=False, lr_schedule="constant")
+    settings = TrainSettings(epochs=300, lr=0.05, batch_size=None, lr_schedule="constant")
     model, history = fit(model, X, y, None, None, task="regression", settings=settings, penalty=L1(1e-2))
     w = prunable_weights(model)[0].detach().numpy().ravel()
     assert history.train_loss[-1] < 0.1

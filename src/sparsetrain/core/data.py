@@ -9,18 +9,40 @@ with one line naming the parameter or column and the fix, before any training st
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 from sklearn.datasets import load_digits, make_classification, make_regression
 from sklearn.model_selection import train_test_split
 
-from sparsetrain.config import DataConfig
 from sparsetrain.errors import SparsetrainError
 
 TASKS = ("classification", "regression")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class DataSettings(Protocol):
+    """The ``data`` settings :func:`load_dataset` reads.
+
+    A protocol, so that core needs no config package: the pydantic ``DataConfig`` satisfies it,
+    and so does any object (a dataclass, a namespace) with these attributes.
+    """
+
+    source: str
+    path: str | None
+    target: str | None
+    task: str
+    seed: int
+    n_samples: int
+    n_features: int
+    n_informative: int
+    n_classes: int
+    max_train_samples: int | None
+    separator: str | None
 
 
 @dataclass(frozen=True)
@@ -36,7 +58,6 @@ class Dataset:
     class_names: tuple[str, ...] | None = None  # original labels, in class-id order
     official_test_start: int | None = None  # Fashion-MNIST: first row of the official t10k split
     target: str | None = None  # table: the label column, so messages can name it
-
 
 
 @dataclass(frozen=True)
@@ -244,17 +265,31 @@ def make_synthetic(
     )
 
 
-TABLE_READERS = {
-    ".csv": lambda p: pd.read_csv(p),
-    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
-    ".parquet": pd.read_parquet,
-    ".pq": pd.read_parquet,
+TableReader = Callable[[Path, str | None], pd.DataFrame]
+
+
+def _csv_reader(default_separator: str) -> TableReader:
+    return lambda path, separator: pd.read_csv(path, sep=separator or default_separator)
+
+
+def _parquet_reader(path: Path, separator: str | None) -> pd.DataFrame:
+    return pd.read_parquet(path)  # columns are typed and named in the file: no separator
+
+
+TABLE_READERS: dict[str, TableReader] = {
+    ".csv": _csv_reader(","),
+    ".tsv": _csv_reader("\t"),
+    ".parquet": _parquet_reader,
+    ".pq": _parquet_reader,
 }
+SEPARATORS = (",", ";", "\t", "|")  # what a one-column header may hide (see _not_a_column)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV / TSV / Parquet file, chosen by suffix."""
+def read_table(path: str | Path, separator: str | None = None) -> pd.DataFrame:
+    """Read a CSV / TSV / Parquet file, chosen by suffix; ``separator`` replaces a CSV's ',' (a TSV's tab)."""
     path = Path(path)
+    if path.is_dir():
+        raise SparsetrainError(f"data.path '{path}' is a directory; give a CSV or Parquet file")
     reader = TABLE_READERS.get(path.suffix.lower())
     if reader is None:
         raise SparsetrainError(
@@ -263,7 +298,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise SparsetrainError(f"data.path '{path}' does not exist; point data.path at the table file")
     try:
-        frame = reader(path)
+        frame = reader(path, separator)
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame()
     except (ValueError, OSError) as error:
@@ -290,10 +325,7 @@ def dataset_from_frame(frame: pd.DataFrame, target: str, task: str) -> Dataset:
     if frame.empty:
         raise SparsetrainError("the data table is empty (no rows or columns); check data.path")
     if target not in frame.columns:
-        raise SparsetrainError(
-            f"data.target '{target}' is not a column of the table; available columns: "
-            f"{_list(list(frame.columns), 10)}"
-        )
+        raise SparsetrainError(f"data.target '{target}' is not a column{_not_a_column(list(frame.columns))}")
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
         raise SparsetrainError(f"the table has no feature columns besides data.target '{target}'; add some")
@@ -302,8 +334,10 @@ def dataset_from_frame(frame: pd.DataFrame, target: str, task: str) -> Dataset:
         raise SparsetrainError(
             f"feature columns {_list(non_numeric)} are not numeric; encode them numerically or drop them"
         )
-    X = features.to_numpy(dtype=np.float32)
-    _check_finite(X, tuple(str(c) for c in features.columns))
+    names = tuple(str(c) for c in features.columns)
+    X = features.to_numpy(dtype=np.float64)
+    _check_finite(X, names)
+    _check_features_fit_float32(X, names)
 
     labels = frame[target]
     if labels.isna().any():
@@ -325,46 +359,121 @@ def dataset_from_frame(frame: pd.DataFrame, target: str, task: str) -> Dataset:
                 f"data.target '{target}' is not numeric; a regression needs numbers "
                 "(or set data.task: classification)"
             )
-        y = labels.to_numpy(dtype=np.float32)
+        y = labels.to_numpy(dtype=np.float64)
+        _check_target_fits_float32(y, target)
+        y = y.astype(np.float32)
         class_names = None
     return Dataset(
-        X=X,
+        X=X.astype(np.float32),
         y=y,
-        feature_names=tuple(str(c) for c in features.columns),
+        feature_names=names,
         task=task,
         class_names=class_names,
         target=target,
     )
 
 
-def load_dataset(cfg: DataConfig, table: pd.DataFrame | None = None) -> Dataset:
-    """Load ``cfg.source``; a ``table`` frame (from the Kedro catalog) wins over ``cfg.path``."""
-    if cfg.source in ("digits", "fashion_mnist") and cfg.task != "classification":
+def _not_a_column(columns: list) -> str:
+    """The rest of the missing-target message: the columns there are, or, when the file was read
+    with the wrong separator (one column whose header still holds the real one), the fix."""
+    header = str(columns[0]) if len(columns) == 1 else ""
+    separator = max(SEPARATORS, key=header.count)
+    if separator in header:
+        return (
+            f": the file looks {separator!r}-separated (1 column {header!r}); "
+            f"set data.separator={separator!r}"
+        )
+    return f" of the table; available columns: {_list(columns, 10)}"
+
+
+def _float32_overflow(values: np.ndarray) -> tuple[list[int], float]:
+    """Columns of 2-d float64 ``values`` with finite entries that float32 would turn into ±inf,
+    and the largest such entry; checked before the cast so they are not reported as infinite."""
+    magnitude = np.abs(values)
+    magnitude[~np.isfinite(magnitude)] = 0.0  # real NaN / inf are reported as such elsewhere
+    bad = np.flatnonzero(magnitude.max(axis=0) > FLOAT32_MAX)
+    if not bad.size:
+        return [], 0.0
+    worst = np.unravel_index(np.argmax(magnitude), magnitude.shape)
+    return bad.tolist(), float(values[worst])
+
+
+def _overflow_text(value: float, plural: bool) -> str:
+    """The shared middle of the overflow messages; the divisor brings ``value`` to order one."""
+    divisor = 10.0 ** np.floor(np.log10(abs(value)))
+    columns, them = ("the columns", "them") if plural else ("the column", "it")
+    return (
+        f"values beyond float32's range (±3.4e38), e.g. {value:g}; "
+        f"rescale {columns} (e.g. divide {them} by {divisor:g})"
+    )
+
+
+def _check_features_fit_float32(X: np.ndarray, feature_names: tuple[str, ...]) -> None:
+    bad, worst = _float32_overflow(X)
+    if bad:
+        plural = len(bad) > 1
+        raise SparsetrainError(
+            f"feature column{'s' if plural else ''} {_list([feature_names[i] for i in bad])} "
+            f"hold{'' if plural else 's'} {_overflow_text(worst, plural)} "
+            f"or drop {'them' if plural else 'it'}"
+        )
+
+
+def _check_target_fits_float32(y: np.ndarray, target: str) -> None:
+    bad, worst = _float32_overflow(y.reshape(-1, 1))
+    if bad:
+        raise SparsetrainError(f"data.target '{target}' holds {_overflow_text(worst, plural=False)}")
+
+
+def _require_classification(cfg: DataSettings) -> None:
+    if cfg.task != "classification":
         raise SparsetrainError(
             f"data.task '{cfg.task}' does not fit data.source '{cfg.source}', which has class labels; "
             "set data.task: classification"
         )
-    if cfg.source == "digits":
-        return load_digits_dataset()
-    if cfg.source == "fashion_mnist":
-        return load_fashion_mnist(cfg.path, cfg.max_train_samples)
-    if cfg.source == "synthetic":
-        return make_synthetic(
-            cfg.task, cfg.n_samples, cfg.n_features, cfg.n_informative, cfg.n_classes, cfg.seed
-        )
-    if cfg.source == "table":
-        if cfg.target is None:
-            raise SparsetrainError("data.target must name the label column when data.source is 'table'")
-        if table is None:
-            if cfg.path is None:
-                raise SparsetrainError(
-                    "data.path is required when data.source is 'table'; set it to a CSV or Parquet file"
-                )
-            table = read_table(cfg.path)
-        return dataset_from_frame(table, cfg.target, cfg.task)
-    raise SparsetrainError(
-        f"data.source '{cfg.source}' is unknown; choose digits, fashion_mnist, synthetic or table"
-    )
+
+
+def _digits_source(cfg: DataSettings, table: pd.DataFrame | None) -> Dataset:
+    _require_classification(cfg)
+    return load_digits_dataset()
+
+
+def _fashion_mnist_source(cfg: DataSettings, table: pd.DataFrame | None) -> Dataset:
+    _require_classification(cfg)
+    return load_fashion_mnist(cfg.path, cfg.max_train_samples)
+
+
+def _synthetic_source(cfg: DataSettings, table: pd.DataFrame | None) -> Dataset:
+    return make_synthetic(cfg.task, cfg.n_samples, cfg.n_features, cfg.n_informative, cfg.n_classes, cfg.seed)
+
+
+def _table_source(cfg: DataSettings, table: pd.DataFrame | None) -> Dataset:
+    """The given frame (from the Kedro catalog), else the file at ``data.path``."""
+    if cfg.target is None:
+        raise SparsetrainError("data.target must name the label column when data.source is 'table'")
+    if table is None:
+        if cfg.path is None:
+            raise SparsetrainError(
+                "data.path is required when data.source is 'table'; set it to a CSV or Parquet file"
+            )
+        table = read_table(cfg.path, cfg.separator)
+    return dataset_from_frame(table, cfg.target, cfg.task)
+
+
+SOURCES: dict[str, Callable[[DataSettings, pd.DataFrame | None], Dataset]] = {
+    "digits": _digits_source,
+    "fashion_mnist": _fashion_mnist_source,
+    "synthetic": _synthetic_source,
+    "table": _table_source,
+}
+
+
+def load_dataset(cfg: DataSettings, table: pd.DataFrame | None = None) -> Dataset:
+    """Load ``cfg.source`` through :data:`SOURCES`; a ``table`` frame wins over ``cfg.path``."""
+    source = SOURCES.get(cfg.source)
+    if source is None:
+        raise SparsetrainError(f"data.source '{cfg.source}' is unknown; choose one of {', '.join(SOURCES)}")
+    return source(cfg, table)
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,10 +588,12 @@ class Standardizer:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
+        """Scale in float64 and cast at the end: ``x - mean`` of two float32 values near ±3.4e38
+        overflows float32 although the result, divided by the scale, fits."""
+        X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.mean_.shape[0]:
             raise SparsetrainError(
                 f"input has shape {X.shape}, expected rows of {self.mean_.shape[0]} features "
                 "(the columns the model was trained on)"
             )
-        return (X - self.mean_) / self.scale_
+        return ((X - self.mean_) / self.scale_).astype(np.float32)

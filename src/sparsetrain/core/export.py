@@ -10,6 +10,9 @@ encodings, with 32-bit indices at most:
 
 Everything else (biases, norm statistics, dense layers) is stored as is. The architecture goes
 into the file's metadata, so :func:`load_sparse` rebuilds a working model from the file alone.
+The metadata is one key, ``sparsetrain``, holding sorted JSON: safetensors writes its metadata map
+in hash order (a Rust ``HashMap``, seeded per process), so several keys would give the same model
+different bytes in every process; one key makes the file reproducible byte for byte.
 
 In memory: :func:`to_sparse_inference` runs the sparse ``nn.Linear`` layers as CSR matrix products
 on feature-major activations (:class:`FeatureMajorChain`), which beat dense kernels from batches of
@@ -31,8 +34,10 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from sparsetrain.core.models import build_model, prunable_weights
+from sparsetrain.core.sparsity.masks import density_of
 
 FORMAT = "sparsetrain-sparse-v1"
+METADATA_KEY = "sparsetrain"
 
 
 def _encode(name: str, w: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -103,12 +108,8 @@ def sparse_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
             encodings[name] = info
         else:
             tensors[name] = value.detach().cpu().contiguous()
-    metadata = {
-        "format": FORMAT,
-        "architecture": json.dumps(architecture(model)),
-        "encodings": json.dumps(encodings),
-    }
-    return tensors, metadata
+    header = {"format": FORMAT, "architecture": architecture(model), "encodings": encodings}
+    return tensors, {METADATA_KEY: json.dumps(header, sort_keys=True)}
 
 
 def to_bytes(model: nn.Module) -> bytes:
@@ -126,11 +127,10 @@ def save_sparse(model: nn.Module, path: str | Path) -> int:
 def from_bytes(data: bytes) -> nn.Module:
     """Rebuild the model from a sparse safetensors file's bytes."""
     tensors = st_load(data)
-    metadata = _metadata(data)
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"not a {FORMAT} file (format {metadata.get('format')!r})")
-    arch = json.loads(metadata["architecture"])
-    encodings = json.loads(metadata["encodings"])
+    header = _header(_metadata(data))
+    if header.get("format") != FORMAT:
+        raise ValueError(f"not a {FORMAT} file (format {header.get('format')!r})")
+    arch, encodings = header["architecture"], header["encodings"]
     state = {name: _decode(name, tensors, info) for name, info in encodings.items()}
     state.update({k: v for k, v in tensors.items() if "::" not in k})
     kwargs = {k: v for k, v in arch.items() if k not in ("kind", "n_features", "n_outputs")}
@@ -146,6 +146,16 @@ def _metadata(data: bytes) -> dict[str, str]:
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_len])
     return header.get("__metadata__", {})
+
+
+def _header(metadata: dict[str, str]) -> dict[str, Any]:
+    """Format, architecture and encodings; files written before the single key hold them as
+    three top-level keys, the last two JSON-encoded."""
+    if METADATA_KEY in metadata:
+        return json.loads(metadata[METADATA_KEY])
+    if metadata.get("format") != FORMAT:
+        return {"format": metadata.get("format")}
+    return {"format": FORMAT, **{k: json.loads(metadata[k]) for k in ("architecture", "encodings")}}
 
 
 def load_sparse(path: str | Path) -> nn.Module:
@@ -192,7 +202,7 @@ class FeatureMajorChain(nn.Module):
             # nn.Dropout: the identity in evaluation
         for i in range(n_affine):
             weight = getattr(self, f"weight{i}")
-            if _density(weight) <= max_density:
+            if density_of([weight]) <= max_density:
                 self.register_buffer(f"weight{i}", _csr32(weight))
 
     def _set_affine(self, i: int, weight: Tensor, bias: Tensor) -> None:
@@ -219,10 +229,6 @@ class FeatureMajorChain(nn.Module):
         if x.shape[0] <= self.block_rows:
             return self._forward_block(x).contiguous()
         return torch.cat([self._forward_block(x[i : i + self.block_rows]) for i in range(0, x.shape[0], self.block_rows)])
-
-
-def _density(weight: Tensor) -> float:
-    return float(torch.count_nonzero(weight)) / weight.numel()
 
 
 def _csr32(weight: Tensor) -> Tensor:
@@ -257,7 +263,7 @@ def to_sparse_inference(model: nn.Module, max_density: float = 0.3) -> nn.Module
         run: list[nn.Module] = []
 
         def flush() -> None:
-            if any(isinstance(m, nn.Linear) and _density(m.weight) <= max_density for m in run):
+            if any(isinstance(m, nn.Linear) and density_of([m.weight]) <= max_density for m in run):
                 out.append(FeatureMajorChain(run, max_density))
             else:
                 out.extend(run)
@@ -282,7 +288,7 @@ def to_sparse_inference(model: nn.Module, max_density: float = 0.3) -> nn.Module
         for name, child in module.named_children():
             if isinstance(child, nn.Sequential):
                 setattr(module, name, convert(child))
-            elif isinstance(child, nn.Linear) and _density(child.weight) <= max_density:
+            elif isinstance(child, nn.Linear) and density_of([child.weight]) <= max_density:
                 setattr(module, name, FeatureMajorChain([child], max_density))
             else:
                 swap(child)

@@ -16,6 +16,7 @@ from sklearn import metrics as skm
 from torch import nn
 
 from sparsetrain.core.models import prunable_weights
+from sparsetrain.core.sparsity.masks import density_of
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, prefix: str = "test") -> dict[str, float]:
@@ -55,12 +56,12 @@ def sparsity_metrics(model: nn.Module) -> dict[str, float]:
     total = sum(p.numel() for p in params)
     nonzero = sum(int(torch.count_nonzero(p)) for p in params)
     return {
-        "density": prunable_nonzero / max(prunable_total, 1),
+        "density": density_of(prunable),
         "prunable_params": float(prunable_total),
         "prunable_nonzero": float(prunable_nonzero),
         "nonzero_params": float(nonzero),
         "total_params": float(total),
-        "density_all": nonzero / max(total, 1),
+        "density_all": density_of(params),
         "bytes_dense": float(4 * total),
     }
 

@@ -13,24 +13,29 @@ convolution kernels, never biases). It knows
 - ``targets(n)``: which of the ``n`` prunable weight tensors it acts on (all by default).
 
 ``step`` is a float (SGD: the learning rate) or a tensor shaped like ``w`` (Adam: the
-per-coordinate step the optimizer just took, see ``training.prox_steps``). Penalties whose prox is
-the exact proximal operator of ``value`` say so with ``exact_prox = True``; the contract tests
-check that claim numerically.
+per-coordinate step the optimizer just took, see ``training.prox_steps``).
+
+Each penalty class declares what solvers may rely on, and the contract tests check both claims
+numerically:
+
+- ``exact_prox``: ``prox`` is the exact proximal operator of ``value`` (L0's is not);
+- ``separable``: ``value`` and ``prox`` act entry by entry, so a solver may work on any subset of
+  the entries (working sets, Newton steps); a group penalty is not.
 
 Penalties that need more than a prox (L0 gates) override the training hooks ``attach``,
 ``regularization`` and ``finalize``; the trainer calls those on every penalty, so it never branches
 on the concrete class. All penalties are frozen dataclasses holding only their hyperparameters, so
 that they pickle; any training state (L0 gates) lives on the model.
 
-Every ``sparsity.penalty`` value is in :data:`PENALTIES`; :func:`make_penalty` builds one from the
-``sparsity`` keys.
+:data:`PENALTIES` maps every ``sparsity.penalty`` name to its class; :func:`make_penalty` builds
+one from the ``sparsity`` keys.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
@@ -46,6 +51,7 @@ class Penalty(Protocol):
 
     name: ClassVar[str]
     exact_prox: ClassVar[bool]
+    separable: ClassVar[bool]
     strength: float
 
     def value(self, w: Tensor) -> Tensor: ...
@@ -71,6 +77,7 @@ class _PenaltyBase:
 
     strength: float = 0.0
     exact_prox: ClassVar[bool] = True
+    separable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not (self.strength >= 0.0 and self.strength < float("inf")):
@@ -208,6 +215,7 @@ class GroupLasso(_PenaltyBase):
     """
 
     name: ClassVar[str] = "group_lasso"
+    separable: ClassVar[bool] = False
     groups: GroupBy = "input"
 
     def __post_init__(self) -> None:
@@ -406,23 +414,20 @@ class L0HardConcrete(_PenaltyBase):
                 module.weight.mul_(gate)
 
 
-PENALTIES: dict[str, Callable[..., Penalty]] = {
-    "none": lambda strength=0.0, **_: NoPenalty(strength),
-    "l1": lambda strength, **_: L1(strength),
-    "l2": lambda strength, **_: L2(strength),
-    "elasticnet": lambda strength, l1_ratio=0.5, **_: ElasticNet(strength, l1_ratio),
-    "group_lasso": lambda strength, groups="input", **_: GroupLasso(strength, groups),
-    "l0": lambda strength, **_: L0HardConcrete(strength),
+PENALTIES: dict[str, type[Penalty]] = {
+    cls.name: cls for cls in (NoPenalty, L1, L2, ElasticNet, GroupLasso, L0HardConcrete)
 }
 
 
 def make_penalty(name: str, strength: float, **options: object) -> Penalty:
-    """Build a penalty by its config name (``sparsity.penalty``); options are the other keys
-    of the ``sparsity`` section that the penalty uses (``l1_ratio``, ``groups``)."""
+    """Build a penalty by its config name (``sparsity.penalty``); ``options`` are the other keys of
+    the ``sparsity`` section, and each penalty takes those that are its fields (``l1_ratio``,
+    ``groups``), so that a caller need not know which penalty reads which key."""
     try:
-        factory = PENALTIES[name]
+        cls = PENALTIES[name]
     except KeyError:
         raise SparsetrainError(
             f"sparsity.penalty '{name}' is unknown; choose one of {', '.join(PENALTIES)}"
         ) from None
-    return factory(strength=strength, **options)
+    accepted = {f.name for f in fields(cls)}
+    return cls(strength=strength, **{k: v for k, v in options.items() if k in accepted})

@@ -24,13 +24,30 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sparsetrain.config import TrainingConfig
 from sparsetrain.core.models import prunable_weights
 from sparsetrain.core.penalties import NoPenalty, Penalty
+from sparsetrain.core.sparsity.masks import density_of
 from sparsetrain.core.sparsity.pruner import NoPruning, Pruner
 from sparsetrain.errors import SparsetrainError
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the loop reads, as plain values: core takes no config objects, so that it runs the
+    same from a test, a notebook or the recipe. The defaults are those of the ``training`` config
+    section; names (optimizer, schedule, device) are checked where they are used."""
+
+    optimizer: str = "adam"
+    lr: float = 1.0e-2
+    batch_size: int | str | None = "auto"  # None: full batch; "auto": see resolve_batch_size
+    epochs: int = 30
+    lr_schedule: str = "cosine"
+    early_stopping: int | None = 5  # epochs without improvement; None: never stop early
+    device: str = "auto"
+    seed: int = 42
+    amp: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,12 +185,6 @@ def loss_function(task: str) -> Callable[[Tensor, Tensor], Tensor]:
     raise SparsetrainError(f"data.task '{task}' is unknown; choose classification or regression")
 
 
-def weight_density(weights: Sequence[Tensor]) -> float:
-    """Fraction of nonzero entries over the given weight tensors."""
-    total = sum(w.numel() for w in weights)
-    return float(sum(int(torch.count_nonzero(w)) for w in weights)) / max(total, 1)
-
-
 def as_tensors(X: np.ndarray, y: np.ndarray, task: str, device: torch.device) -> tuple[Tensor, Tensor]:
     """Move one split to the device once, so that batches are slices, not host copies."""
     X_t = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32, device=device)
@@ -238,7 +249,7 @@ def fit(
     y_val: np.ndarray | None,
     *,
     task: str,
-    settings: TrainingConfig,
+    settings: TrainSettings,
     penalty: Penalty | None = None,
     pruner: Pruner | None = None,
     callbacks: Sequence[Callback] = (),
@@ -315,7 +326,7 @@ def fit(
         history.train_loss.append(train_loss)
         if val_loss is not None:
             history.val_loss.append(val_loss)
-        history.density.append(weight_density(prunable_weights(model)))  # eval mode: L0 gates decided
+        history.density.append(density_of(prunable_weights(model)))  # eval mode: L0 gates decided
         history.epochs_run = epoch + 1
         log = EpochLog(epoch, total_epochs, train_loss, val_loss, history.density[-1],
                        optimizer.param_groups[0]["lr"], time.perf_counter() - epoch_start)

@@ -98,3 +98,8 @@ def test_unit_mask_and_density():
     scores = torch.tensor([3.0, 1.0, 2.0, 0.5])
     assert torch.equal(unit_mask(scores, 0.5), torch.tensor([True, False, True, False]))
     assert density_of([torch.tensor([True, False]), torch.tensor([True, True])]) == 0.75
+
+
+def test_density_of_weights_counts_nonzeros_over_all_tensors():
+    assert density_of([torch.tensor([0.0, -2.0]), torch.tensor([[1.0, 0.0], [0.0, 3.0]])]) == 0.5
+    assert density_of([]) == 0.0

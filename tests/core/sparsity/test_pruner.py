@@ -4,28 +4,27 @@ and one fit on digits per method."""
 from __future__ import annotations
 
 import pickle
-import typing
 
 import pytest
 import torch
 from digits_data import standardized_digits
 from torch import nn
 
-from sparsetrain.config import SparsityConfig, TrainingConfig
 from sparsetrain.core.models import build_model, prunable_weights
 from sparsetrain.core.penalties import make_penalty
-from sparsetrain.core.sparsity.masks import n_keep
+from sparsetrain.core.sparsity.masks import density_of, n_keep
 from sparsetrain.core.sparsity.pruner import (
+    PRUNING_METHODS,
     MagnitudePruner,
     NoPruning,
     Pruner,
     StructuredPruner,
     ThresholdPruner,
-    hidden_layers,
     make_pruner,
 )
 from sparsetrain.core.sparsity.schedules import ConstantSchedule, CubicSchedule
-from sparsetrain.core.training import fit, weight_density
+from sparsetrain.core.sparsity.surgery import hidden_layers
+from sparsetrain.core.training import TrainSettings, fit
 from sparsetrain.errors import SparsetrainError
 
 OPTIMIZERS = {
@@ -63,22 +62,23 @@ def train_steps(model, optimizer, pruner, steps=5, seed=0):
         pruner.after_step()
 
 
-def test_make_pruner_builds_every_config_value():
-    names = typing.get_args(SparsityConfig.model_fields["pruning"].annotation)
+def test_make_pruner_builds_every_method():
     kinds = {
         "none": NoPruning,
         "threshold": ThresholdPruner,
         "gmp": MagnitudePruner,
         "structured": StructuredPruner,
     }
-    assert set(names) == set(kinds)
-    for name in names:
-        config = SparsityConfig(pruning=name, target_density=0.3, threshold=0.01, finetune_epochs=2)
-        pruner = make_pruner(config)
+    assert PRUNING_METHODS == tuple(kinds)
+    for name in PRUNING_METHODS:
+        pruner = make_pruner(name, target_density=0.3, threshold=0.01, finetune_epochs=2)
         assert isinstance(pruner, kinds[name]) and isinstance(pruner, Pruner)
-    config = SparsityConfig(pruning="gmp", target_density=0.3, scope="global", prune_start=0.1, prune_end=0.5)
-    gmp = make_pruner(config)
+    gmp = make_pruner("gmp", target_density=0.3, scope="global", prune_start=0.1, prune_end=0.5)
     assert gmp == MagnitudePruner(CubicSchedule(final_density=0.3, start=0.1, end=0.5), scope="global")
+    threshold = make_pruner("threshold", threshold=0.01, finetune_epochs=2)
+    assert threshold == ThresholdPruner(threshold=0.01, finetune_epochs=2)
+    with pytest.raises(SparsetrainError, match="sparsity.pruning"):
+        make_pruner("random")
 
 
 def test_invalid_pruner_settings_fail_with_the_key():
@@ -110,7 +110,7 @@ def test_gmp_reaches_the_target_density_exactly_and_masks_only_shrink(scope):
         if previous is not None:
             assert all(not (m & ~p).any() for m, p in zip(masks, previous))
         previous = masks or None
-        densities.append(weight_density(weights))
+        densities.append(density_of(weights))
         train_steps(model, optimizer, pruner, steps=3, seed=epoch)
     assert densities[0] == 1.0 and all(a >= b for a, b in zip(densities, densities[1:]))
     assert densities[3] > densities[6] == densities[7]
@@ -199,10 +199,10 @@ def test_threshold_without_fine_tuning_prunes_in_finalize():
     assert pruner.total_epochs(3) == 3 and pruner.frozen_from(3) == 0
     for epoch in range(3):
         pruner.on_epoch_start(epoch, 3)
-    assert weight_density(weights) == 1.0
+    assert density_of(weights) == 1.0
     pruner.finalize(model)
     assert all(bool((w[w != 0].abs() >= 0.15).all()) for w in weights)
-    assert weight_density(weights) < 1.0
+    assert density_of(weights) < 1.0
 
 
 MODELS = {
@@ -243,7 +243,7 @@ def test_structured_returns_a_smaller_network_with_the_masked_networks_outputs(k
         units = before.out_features if isinstance(before, nn.Linear) else before.out_channels
         width = after.out_features if isinstance(after, nn.Linear) else after.out_channels
         assert width == n_keep(units, 0.5)
-    assert weight_density(prunable_weights(smaller)) > 0.9  # dense: the zero units are gone
+    assert density_of(prunable_weights(smaller)) > 0.9  # dense: the zero units are gone
     assert getattr(smaller, "arch", None) == getattr(model, "arch", None)
     pickle.loads(pickle.dumps(smaller))
 
@@ -318,33 +318,30 @@ def digits():
     return standardized_digits(seed=42)
 
 
-def train(kind, sparsity: SparsityConfig, epochs=8, seed=0):
+def train(kind, pruning, penalty="none", strength=1e-3, epochs=8, seed=0, **options):
+    """Fit on digits with ``make_pruner(pruning, **options)`` and ``make_penalty(penalty, strength)``."""
     X_tr, y_tr, X_va, y_va, X_te, y_te = digits()
     torch.manual_seed(seed)
     model = build_model(kind, 64, 10, hidden=(64,), image_shape=(1, 8, 8))
-    penalty = make_penalty(
-        sparsity.penalty, sparsity.strength, l1_ratio=sparsity.l1_ratio, groups=sparsity.groups
-    )
-    pruner = make_pruner(sparsity)
-    settings = TrainingConfig(epochs=epochs, early_stopping=5, seed=seed, verbose=False)
+    penalty = make_penalty(penalty, strength)
+    pruner = make_pruner(pruning, **options)
+    settings = TrainSettings(epochs=epochs, early_stopping=5, seed=seed)
     model, history = fit(model, X_tr, y_tr, X_va, y_va, task="classification", settings=settings,
                          penalty=penalty, pruner=pruner)
     with torch.no_grad():
         accuracy = float((model(torch.as_tensor(X_te)).argmax(1).numpy() == y_te).mean())
-    return model, pruner, weight_density(prunable_weights(model)), accuracy
+    return model, pruner, density_of(prunable_weights(model)), accuracy
 
 
 def test_fit_gmp_mlp_hits_the_target_density():
-    sparsity = SparsityConfig(penalty="none", pruning="gmp", target_density=0.1, scope="layer")
-    model, _, density, _ = train("mlp", sparsity)
+    model, _, density, _ = train("mlp", "gmp", target_density=0.1, scope="layer")
     assert abs(density - 0.1) < 0.01
     for w in prunable_weights(model):
         assert abs(int(torch.count_nonzero(w)) - 0.1 * w.numel()) <= 1
 
 
 def test_fit_global_gmp_hits_the_target_over_all_layers():
-    sparsity = SparsityConfig(penalty="l1", pruning="gmp", target_density=0.1, scope="global")
-    model, _, _, accuracy = train("mlp", sparsity)
+    model, _, _, accuracy = train("mlp", "gmp", penalty="l1", target_density=0.1, scope="global")
     weights = prunable_weights(model)
     total = sum(w.numel() for w in weights)
     assert abs(sum(int(torch.count_nonzero(w)) for w in weights) - 0.1 * total) <= 1
@@ -352,30 +349,27 @@ def test_fit_global_gmp_hits_the_target_over_all_layers():
 
 
 def test_fit_gmp_cnn_hits_the_target_density_and_stays_accurate():
-    _, _, density, accuracy = train("cnn", SparsityConfig(penalty="none", pruning="gmp", target_density=0.2))
+    _, _, density, accuracy = train("cnn", "gmp", target_density=0.2)
     assert abs(density - 0.2) < 0.02
     assert accuracy >= 0.85
 
 
 def test_fit_gmp_combines_with_l0():
-    sparsity = SparsityConfig(penalty="l0", strength=1e-3, pruning="gmp", target_density=0.2)
-    model, _, density, _ = train("mlp", sparsity)
+    model, _, density, _ = train("mlp", "gmp", penalty="l0", strength=1e-3, target_density=0.2)
     assert density <= 0.2 + 1e-3
     assert not any(type(m).__name__ == "HardConcreteGate" for m in model.modules())
 
 
 def test_fit_threshold_after_l1_zeroes_weights():
-    sparsity = SparsityConfig(
-        penalty="l1", strength=1e-4, pruning="threshold", threshold=0.02, finetune_epochs=3
+    model, pruner, density, accuracy = train(
+        "mlp", "threshold", penalty="l1", strength=1e-4, threshold=0.02, finetune_epochs=3
     )
-    model, pruner, density, accuracy = train("mlp", sparsity)
     assert density < 0.95
     assert all(torch.count_nonzero(w[~m]) == 0 for w, m in zip(prunable_weights(model), pruner.masks))
     assert accuracy >= 0.85
 
 
 def test_fit_structured_returns_a_smaller_network():
-    sparsity = SparsityConfig(penalty="none", pruning="structured", target_density=0.25)
-    model, _, _, accuracy = train("mlp", sparsity)
+    model, _, _, accuracy = train("mlp", "structured", target_density=0.25)
     assert [tuple(w.shape) for w in prunable_weights(model)] == [(16, 64), (10, 16)]
     assert accuracy >= 0.85

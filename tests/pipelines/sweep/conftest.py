@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from sparsetrain.core.data import Splits
+from sparsetrain.core.data import DatasetInfo, Splits
 
 ROOT = Path(__file__).resolve().parents[3]
 FAST = {"training.epochs": 2, "training.early_stopping": None}
@@ -21,18 +21,24 @@ def splits(digits_splits) -> Splits:
     return Splits(*digits_splits)
 
 
+@pytest.fixture(scope="session")
+def digits():
+    from sparsetrain.core.data import load_digits_dataset
+
+    return load_digits_dataset()
+
+
 @pytest.fixture
-def dataset_info() -> dict:
-    return {
-        "task": "classification",
-        "n_rows": 1797,
-        "n_features": 64,
-        "n_classes": 10,
-        "image_shape": [8, 8],
-        "feature_names": [f"pixel_{i}" for i in range(64)],
-        "class_names": None,
-        "informative": None,
-    }
+def dataset_info(digits) -> DatasetInfo:
+    return DatasetInfo.of(digits)
+
+
+@pytest.fixture
+def standardizer(digits):
+    """The standardizer of the ``splits`` fixture (digits_data.standardized_digits, seed 0)."""
+    from sparsetrain.core.data import Standardizer, split_dataset
+
+    return Standardizer().fit(split_dataset(digits, val_size=0.1, test_size=0.2, seed=0).X_train)
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +56,11 @@ def fresh_store(empty_store: Path, folder: Path) -> str:
 
 @pytest.fixture
 def tracking(tmp_path, monkeypatch, empty_store):
-    """A fresh MLflow store with an active parent run, as kedro-mlflow leaves it for the node."""
+    """A fresh MLflow store with an active parent run, as kedro-mlflow leaves it for the node;
+    the working folder is tmp_path (run folders are data/08_reporting/runs/<run id>/ under it)."""
     uri = fresh_store(empty_store, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment("sweep-test")
     with mlflow.start_run(run_name="sweep") as parent:

@@ -22,6 +22,11 @@ FAST = "training.epochs=2,training.early_stopping=null"
 STORAGE = "sqlite:///data/08_reporting/sweep/optuna.db"  # the default, relative to the project
 
 
+def run_files(project: Path, run_id: str) -> Path:
+    """Where a parent run writes its sweep reports: its own folder, never a shared one."""
+    return project / "data/08_reporting/runs" / run_id / "sweep"
+
+
 def sweep_cmd(params: str) -> list[str]:
     return [sys.executable, "-m", "kedro", "run", "--pipelines", "sweep", "--params", params]
 
@@ -85,9 +90,21 @@ def test_sweep_tracks_trials_reports_and_registers_the_best(project):
     assert 0.0 < parent["metrics.test_accuracy"] <= 1.0
     assert result.stdout.count("sweep trial") + result.stderr.count("sweep trial") == 5  # a line per trial
 
-    version = MlflowClient().get_model_version("sparsetrain-classifier", "1")
+    assert trials["tags.sparsetrain.pid"].notna().all(), "trial runs carry the process tags"
+    assert sorted(p.name for p in (project / "data/08_reporting/sweep").iterdir()) == ["optuna.db"]
+
+    client = MlflowClient()
+    version = client.get_model_version("sparsetrain-classifier", "1")
     assert version.tags["sweep_study"] == "e2e" and version.run_id == parent.run_id
-    best = yaml.safe_load((project / "data/08_reporting/sweep/best_params.yml").read_text())
+    assert {"density", "test_accuracy", "run_id", "sweep_trial", "sweep_val_accuracy"} <= set(version.tags)
+    assert client.get_run(parent.run_id).info.status == "FINISHED"
+    # registration last: every metric of the parent run was logged before its version existed
+    last_metric = max(
+        m.timestamp for key in client.get_run(parent.run_id).data.metrics
+        for m in client.get_metric_history(parent.run_id, key)
+    )
+    assert last_metric <= version.creation_timestamp
+    best = yaml.safe_load((run_files(project, parent.run_id) / "best_params.yml").read_text())
     winner = trials.loc[trials["metrics.val_accuracy"].idxmax()]
     assert best["run"]["params"]["sparsity"]["penalty"] == parent["tags.sweep_best_run_name"].split("-")[1]
     assert winner["metrics.val_accuracy"] == pytest.approx(parent["metrics.best_val_accuracy"])
@@ -136,16 +153,23 @@ def test_a_killed_sweep_loses_only_its_trial_and_resumes(project):
     finally:
         worker.kill()  # SIGKILL: no cleanup of any kind
         worker.wait()
+    killed_at = time.monotonic()
     study = optuna.load_study(study_name="kill", storage=STORAGE)
     assert study.trials[in_flight.number].state.name == "RUNNING"  # what a dead worker leaves
 
     # A longer heartbeat for the live worker: on a loaded machine a 1 s beat can starve and a
-    # live trial look dead; the killed trial is stale long before the new worker starts anyway.
+    # live trial look dead. The new worker judges the dead trial by its own grace (2 x 3 s): it
+    # starts and finishes two quick trials in less than that, so wait until the dead trial is
+    # stale (+1 s: SQLite's clock ticks in whole seconds).
+    time.sleep(max(0.0, killed_at + 2 * 3 + 1.0 - time.monotonic()))
     kedro_sweep(project, f"sweep.study_name=kill,sweep.heartbeat_s=3,sweep.n_trials=2,{FAST}")
 
     trials = optuna.load_study(study_name="kill", storage=STORAGE).trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
-    table = pd.read_csv(project / "data/08_reporting/sweep/trials.csv")
+    runs = all_runs()
+    assert "RUNNING" not in set(runs.status), "the killed worker's runs are all closed"
+    (second,) = runs[runs["tags.mlflow.parentRunId"].isna() & (runs.status == "FINISHED")].run_id
+    table = pd.read_csv(run_files(project, second) / "trials.csv")
     assert "heartbeat" in table.loc[table["number"] == in_flight.number, "fail_reason"].iloc[0]
     killed = MlflowClient().get_run(in_flight.user_attrs["mlflow_run_id"])
     assert killed.info.status == "KILLED"
@@ -170,3 +194,10 @@ def test_two_workers_share_one_study(project):
     nested = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert sorted(nested["tags.mlflow.parentRunId"].value_counts()) == [3, 3]
     assert nested["tags.sweep_trial"].astype(int).sort_values().tolist() == list(range(6))
+    # each worker logged its own reports, from its own folder: never the other's file
+    for parent in set(nested["tags.mlflow.parentRunId"]):
+        logged = mlflow.artifacts.download_artifacts(
+            run_id=parent, artifact_path="sweep/trials.csv", dst_path=str(project / "download" / parent)
+        )
+        assert Path(logged).read_bytes() == (run_files(project, parent) / "trials.csv").read_bytes()
+        assert (pd.read_csv(logged)["mlflow_parent_run_id"] == parent).sum() == 3, "its own 3 trials"

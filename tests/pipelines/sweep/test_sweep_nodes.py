@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 
-from sparsetrain.config import SweepConfig, parse_config, unflatten
+from sparsetrain.config import CompressionConfig, SweepConfig, parse_config, parse_sweep_section, unflatten
 from sparsetrain.config.space import pareto_mask, run_name
-from sparsetrain.pipelines.compression.nodes import fit_compression
-from sparsetrain.pipelines.evaluation.nodes import evaluate_model
-from sparsetrain.pipelines.sweep import nodes
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.pipelines.sweep import create_pipeline
 from sparsetrain.pipelines.sweep import study as studies
-from sparsetrain.pipelines.sweep.nodes import (
+from sparsetrain.pipelines.sweep import trial as trials
+from sparsetrain.pipelines.sweep.nodes import register_sweep_best, report_sweep, run_sweep
+from sparsetrain.pipelines.sweep.report import (
     best_params,
     best_trial_metrics,
     choose,
-    close_killed_runs,
     pareto_set,
     plot_frontier,
-    refit_best,
-    run_sweep,
 )
+from sparsetrain.pipelines.sweep.trial import close_killed_runs, refit_best
+from sparsetrain.recipe import compress_splits
+from sparsetrain.scoring import evaluate_network
+from sparsetrain.tracking import HOST_TAG, PID_TAG, PROCESS_START_TAG
 
 BASE = {
     "data": {},
@@ -36,27 +41,28 @@ BASE = {
 PENALTY_X_INIT = {"sparsity.penalty": ["l1", "l0"], "model.init": ["xavier_uniform", "kaiming_uniform"]}
 
 
-def sweep(tmp_path, splits, dataset_info, training=None, **cfg):
-    params = {
-        "study_name": "test",
-        "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
-        "heartbeat_s": 1,
-        "sampler": "random",
-        "space": PENALTY_X_INIT,
-        **cfg,
-    }
-    table, summary, _, _ = run_sweep(
-        splits,
-        splits,
-        dataset_info,
-        params,
-        BASE["data"],
-        BASE["compression"],
-        BASE["model"],
-        BASE["sparsity"],
-        {**BASE["training"], **(training or {})},
+def base_config(training=None, **sections):
+    """The typed `config:run` the project hook hands the nodes."""
+    return parse_config({**BASE, "training": {**BASE["training"], **(training or {})}, **sections})
+
+
+def sweep_config(tmp_path, **cfg) -> SweepConfig:
+    """The typed `config:sweep` the project hook hands the nodes."""
+    return parse_sweep_section(
+        {
+            "study_name": "test",
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "heartbeat_s": 1,
+            "sampler": "random",
+            "space": PENALTY_X_INIT,
+            **cfg,
+        }
     )
-    return table, summary
+
+
+def sweep(tmp_path, splits, dataset_info, training=None, model_input=None, sections=None, **cfg):
+    base = base_config(training, **(sections or {}))
+    return run_sweep(model_input or splits, splits, dataset_info, base, sweep_config(tmp_path, **cfg))
 
 
 def nested_runs(parent) -> list:
@@ -84,6 +90,9 @@ def test_trials_are_nested_runs_scored_on_validation(tmp_path, splits, dataset_i
             == f"linear-{run.data.params['sparsity.penalty']}-1e-03-{run.data.params['model.init']}"
         )
         assert run.data.tags["sweep_study"] == "test"
+        # the process tags: if this worker dies, the next run closes its trial runs as orphans
+        assert run.data.tags[PID_TAG] == str(os.getpid()) and run.data.tags[HOST_TAG]
+        assert PROCESS_START_TAG in run.data.tags
     # the table, the summary and MLflow agree
     by_id = {r.info.run_id: r for r in runs}
     for row in table.itertuples():
@@ -95,8 +104,8 @@ def test_trials_are_nested_runs_scored_on_validation(tmp_path, splits, dataset_i
     # the reports of the parent run
     assert plot_frontier(table, summary).axes[0].get_xlabel().startswith("density")
     metrics = best_trial_metrics(summary)
-    assert metrics["best_val_accuracy"]["value"] == pytest.approx(table["val_accuracy"].max())
-    assert metrics["sweep_n_complete"]["value"] == 3
+    assert metrics["best_val_accuracy"] == pytest.approx(table["val_accuracy"].max())
+    assert metrics["sweep_n_complete"] == 3
     run_params = best_params(summary)["run"]["params"]
     # `kedro run --config best_params.yml` deep-merges these sections over the run's parameters
     merged = parse_config({k: {**BASE[k], **run_params.get(k, {})} for k in BASE}).flat()
@@ -105,27 +114,26 @@ def test_trials_are_nested_runs_scored_on_validation(tmp_path, splits, dataset_i
     assert pareto_set(summary)[0]["run"]["params"]["model"]["init"] in PENALTY_X_INIT["model.init"]
 
     # refit on train + validation, one evaluation on test
-    reducer, _ = fit_compression(splits, {"method": "none"}, {})
-    network, _, refit, history = refit_best(
-        summary, splits, splits, reducer, dataset_info, {"method": "none"}
-    )
+    reducer, _, _ = compress_splits(splits, CompressionConfig(method="none"), seed=0)
+    network, _, refit, history = refit_best(summary, splits, splits, reducer, dataset_info, base_config())
     assert len(refit.X_train) == len(splits.X_train) + len(splits.X_val) and len(refit.X_val) == 0
     assert np.array_equal(refit.X_test, splits.X_test)
-    final = evaluate_model(network, refit, dataset_info, history)
+    assert history.epochs_run == summary["best"]["refit_epochs"] == 2
+    final = evaluate_network(network, refit, dataset_info, history)
     assert "test_accuracy" in final and "val_accuracy" not in final
 
 
 def test_failed_trials_are_recorded_and_the_sweep_goes_on(
     tmp_path, splits, dataset_info, tracking, monkeypatch
 ):
-    real = nodes.train_network
+    real = trials.train_network
 
     def flaky(splits, info, model_cfg, sparsity_cfg, training_cfg):
         if training_cfg.lr == 0.5:
             raise RuntimeError("boom")
         return real(splits, info, model_cfg, sparsity_cfg, training_cfg)
 
-    monkeypatch.setattr(nodes, "train_network", flaky)
+    monkeypatch.setattr(trials, "train_network", flaky)
     # lr 1e38 with plain SGD overflows the weights: the loss is NaN, a real DivergedError
     table, summary = sweep(
         tmp_path,
@@ -241,3 +249,104 @@ def test_trial_runs_name_what_they_tried():
         )
     ).flat()
     assert run_name(flat, ["sparsity.penalty", "model.init"]) == "mlp-l0-3e-04-kaiming_normal"
+
+
+def test_a_trial_parses_its_config_once_and_refits_compression_it_sweeps(
+    tmp_path, splits, dataset_info, tracking, monkeypatch
+):
+    """typed base + the trial's values -> one parse -> train; a trial that sweeps compression.*
+    trains on its own reducer, the others on the pipeline's compressed splits."""
+    parses = []
+    real = trials.parse_config
+    monkeypatch.setattr(trials, "parse_config", lambda tree: parses.append(tree) or real(tree))
+    pca = CompressionConfig(method="pca", n_components=20)
+    _, _, model_input = compress_splits(splits, pca, seed=42)
+    table, summary = sweep(
+        tmp_path,
+        splits,
+        dataset_info,
+        model_input=model_input,
+        sections={"compression": pca.model_dump()},
+        sampler="grid",
+        n_trials=5,
+        space={"compression.n_components": [8, 20]},
+    )
+
+    assert list(table["state"]) == ["COMPLETE"] * 2 and len(parses) == 2, "one parse per trial"
+    # linear on n inputs, 10 classes: 10 n weights + 10 biases
+    totals = dict(zip(table["compression.n_components"], table["total_params"]))
+    assert totals == {8: 90, 20: 210}
+    assert {r["config"]["compression.n_components"] for r in summary["pareto"] + [summary["best"]]} <= {8, 20}
+
+
+def parent_files(parent) -> Path:
+    return Path("data/08_reporting/runs") / parent.info.run_id / "sweep"
+
+
+def test_reports_are_the_parent_runs_own_and_registration_comes_last(
+    tmp_path, splits, dataset_info, standardizer, digits, tracking
+):
+    base = base_config()
+    table, summary = run_sweep(splits, splits, dataset_info, base, sweep_config(tmp_path, n_trials=2))
+    written = report_sweep(table, summary)
+
+    # the reports: in this run's own folder, logged from there under sweep/, nothing shared
+    folder = parent_files(tracking)
+    names = {"trials.csv", "summary.json", "frontier.png", "best_params.yml", "pareto_set.yml"}
+    assert {p.name for p in folder.iterdir()} == names == set(written["files"])
+    assert Path(written["folder"]).resolve() == folder.resolve()
+    client = MlflowClient()
+    assert {a.path for a in client.list_artifacts(tracking.info.run_id, "sweep")} == {f"sweep/{n}" for n in names}
+    assert not Path("data/08_reporting/sweep").exists(), "no report in a folder other workers share"
+    best = yaml.safe_load((folder / "best_params.yml").read_text())
+    assert best == best_params(summary)
+    parent = client.get_run(tracking.info.run_id)
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(table["val_accuracy"].max())
+    assert parent.data.tags["sweep_best_trial"] == str(summary["best"]["number"])
+
+    registered = register_sweep_best(
+        summary, written, standardizer, digits, dataset_info, splits, splits, None, base
+    )
+
+    assert registered["registered"], registered
+    version = client.get_model_version("sparsetrain-classifier", registered["version"])
+    assert version.run_id == tracking.info.run_id
+    assert version.tags["sweep_study"] == "test" and version.tags["sweep_trial"] == str(summary["best"]["number"])
+    assert float(version.tags["sweep_val_accuracy"]) == pytest.approx(summary["best"]["value"], abs=1e-6)
+    assert {"density", "test_accuracy", "run_id"} <= set(version.tags)
+    parent = client.get_run(tracking.info.run_id)
+    assert parent.info.status == "FINISHED"
+    assert 0.0 < parent.data.metrics["test_accuracy"] <= 1.0 and "density" in parent.data.tags
+    assert {"sparse_export/model.sparse.safetensors", "metrics.json"} <= {
+        a.path for a in client.list_artifacts(tracking.info.run_id, "sparse_export")
+    } | {a.path for a in client.list_artifacts(tracking.info.run_id)}
+    # every metric of the run was logged before its version existed
+    last_metric = max(
+        m.timestamp for key in parent.data.metrics for m in client.get_metric_history(tracking.info.run_id, key)
+    )
+    assert last_metric <= version.creation_timestamp
+
+
+def test_without_a_best_trial_the_reports_stay_and_nothing_is_registered(
+    tmp_path, splits, dataset_info, standardizer, digits, tracking
+):
+    base = base_config()
+    table, summary = run_sweep(
+        splits, splits, dataset_info, base, sweep_config(tmp_path, n_trials=1, max_density=1e-9)
+    )
+    written = report_sweep(table, summary)
+    assert summary["best"] is None and "best_params.yml" not in written["files"]
+    assert (parent_files(tracking) / "trials.csv").exists()
+    with pytest.raises(SparsetrainError, match="sweep.max_density"):
+        register_sweep_best(summary, written, standardizer, digits, dataset_info, splits, splits, None, base)
+    assert MlflowClient().search_model_versions("") == []
+
+
+def test_registration_is_the_last_node_and_no_node_reads_params():
+    pipeline = create_pipeline()
+    last = pipeline.nodes[-1]
+    assert last.name == "register_sweep_best"
+    assert "sweep_report" in last.inputs, "it runs after the run's reports and metrics are logged"
+    inputs = {name for n in pipeline.nodes for name in n.inputs}
+    assert not [name for name in inputs if name.startswith("params:") or name == "parameters"]
+    assert {"config:run", "config:sweep"} <= inputs

@@ -93,7 +93,9 @@ def unit_mask(scores: Tensor, density: float, current: Tensor | None = None) -> 
     return top_k_mask(scores, n_keep(scores.numel(), density), current)
 
 
-def density_of(masks: Sequence[Tensor]) -> float:
-    """Fraction of kept entries over all masks."""
-    total = sum(m.numel() for m in masks)
-    return float(sum(int(m.sum()) for m in masks)) / max(total, 1)
+def density_of(tensors: Sequence[Tensor]) -> float:
+    """Fraction of nonzero entries over all ``tensors``: the kept entries of masks, the nonzero
+    weights of a model. The one density of the project (trainer, metrics, export), so that every
+    report counts zeros the same way."""
+    total = sum(t.numel() for t in tensors)
+    return float(sum(int(torch.count_nonzero(t)) for t in tensors)) / max(total, 1)

@@ -18,9 +18,9 @@ before ``attach`` and after ``finalize``.
   end fine-tune with the masks fixed.
 - :class:`StructuredPruner` (``structured``): mask whole hidden units (neurons and convolution
   channels) by norm, gradually along the same kind of schedule, fine-tune ``finetune_epochs`` with
-  the unit mask fixed, then return a physically smaller dense network.
+  the unit mask fixed, then return a physically smaller dense network (``surgery.py`` slices it).
 
-:func:`make_pruner` builds one from the ``sparsity`` config section.
+:func:`make_pruner` builds one by name from the values of the ``sparsity`` keys.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from sparsetrain.core.sparsity.masks import (
@@ -43,10 +42,8 @@ from sparsetrain.core.sparsity.masks import (
     unit_scores,
 )
 from sparsetrain.core.sparsity.schedules import CubicSchedule, Schedule
+from sparsetrain.core.sparsity.surgery import hidden_layers, shrink
 from sparsetrain.errors import SparsetrainError
-
-if TYPE_CHECKING:
-    from sparsetrain.config import SparsityConfig
 
 
 @runtime_checkable
@@ -314,66 +311,12 @@ class MagnitudePruner:
 
 # --- structured pruning ---------------------------------------------------------------------------
 
-_PASS_THROUGH = (nn.ReLU, nn.Tanh, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.Identity)
-_LAYERS = (nn.Linear, nn.Conv2d)
-
 
 def _raw_weight(module: nn.Module) -> Tensor:
     """The trained weight tensor, under any parametrization (L0 gates) that may sit on it."""
     if parametrize.is_parametrized(module, "weight"):
         return module.parametrizations["weight"].original
     return module.weight
-
-
-@dataclass(frozen=True)
-class HiddenLayer:
-    """One layer of hidden units in an ``nn.Sequential``: ``layer`` (position of the Linear /
-    Conv2d computing them), ``norm`` (position of the BatchNorm after it, if any), ``next``
-    (position of the layer reading them) and ``block`` (how many of the next layer's input columns
-    one unit feeds: 1, or ``H * W`` when a Flatten sits between a convolution and a Linear)."""
-
-    layer: int
-    norm: int | None
-    next: int
-    block: int
-
-
-def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
-    """The hidden layers of a model built by ``models.py``; a clear error for other layouts."""
-    layout_error = (
-        "sparsity.pruning 'structured' supports the nn.Sequential layouts that models.py builds "
-        "(Linear / Conv2d, BatchNorm, ReLU / Tanh, Dropout, Max / AvgPool2d, Flatten); "
-    )
-    if not isinstance(model, nn.Sequential):
-        raise SparsetrainError(layout_error + f"got a {type(model).__name__}")
-    children = list(model)
-    positions = [i for i, m in enumerate(children) if isinstance(m, _LAYERS)]
-    if any(isinstance(m, nn.Conv2d) and m.groups != 1 for m in children):
-        raise SparsetrainError(layout_error + "grouped convolutions are not supported")
-    layers: list[HiddenLayer] = []
-    for here, nxt in zip(positions, positions[1:]):
-        layer, reader = children[here], children[nxt]
-        units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-        norm, flattened = None, False
-        for offset, module in enumerate(children[here + 1 : nxt], start=here + 1):
-            if isinstance(module, _BatchNorm) and norm is None and module.num_features == units:
-                norm = offset
-            elif isinstance(module, nn.Flatten):
-                flattened = True
-            elif not isinstance(module, _PASS_THROUGH):
-                raise SparsetrainError(layout_error + f"got {type(module).__name__} at position {offset}")
-        if isinstance(reader, nn.Conv2d):
-            if not isinstance(layer, nn.Conv2d) or flattened or reader.in_channels != units:
-                raise SparsetrainError(
-                    layout_error + f"layer {nxt} does not read the channels of layer {here}"
-                )
-            block = 1
-        else:
-            block, rest = divmod(reader.in_features, units)
-            if rest or (block != 1 and not (isinstance(layer, nn.Conv2d) and flattened)):
-                raise SparsetrainError(layout_error + f"layer {nxt} does not read the units of layer {here}")
-        layers.append(HiddenLayer(here, norm, nxt, block))
-    return layers
 
 
 def _units_axis(mask: Tensor, param: Tensor, axis: int, block: int = 1) -> Tensor:
@@ -383,84 +326,6 @@ def _units_axis(mask: Tensor, param: Tensor, axis: int, block: int = 1) -> Tenso
     shape = [1] * param.dim()
     shape[axis] = mask.numel()
     return mask.view(shape).expand_as(param)
-
-
-def _slice_layer(layer: nn.Module, rows: Tensor | None, cols: Tensor | None) -> nn.Module:
-    """A new Linear / Conv2d with only the kept output ``rows`` and input ``cols``."""
-    weight = layer.weight.detach()
-    if rows is not None:
-        weight = weight[rows]
-    if cols is not None:
-        weight = weight[:, cols]
-    bias = layer.bias.detach() if layer.bias is not None else None
-    if bias is not None and rows is not None:
-        bias = bias[rows]
-    if isinstance(layer, nn.Linear):
-        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    else:
-        new = nn.Conv2d(
-            weight.shape[1], weight.shape[0], layer.kernel_size, stride=layer.stride, padding=layer.padding,
-            dilation=layer.dilation, bias=bias is not None, padding_mode=layer.padding_mode,
-        )
-    new = new.to(device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if bias is not None:
-            new.bias.copy_(bias)
-    new.train(layer.training)
-    return new
-
-
-def _slice_norm(norm: _BatchNorm, keep: Tensor) -> _BatchNorm:
-    new = type(norm)(
-        int(keep.sum()), eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
-        track_running_stats=norm.track_running_stats,
-    )
-    new = new.to(device=keep.device)
-    with torch.no_grad():
-        if norm.affine:
-            new.weight.copy_(norm.weight[keep])
-            new.bias.copy_(norm.bias[keep])
-        if norm.track_running_stats:
-            new.running_mean.copy_(norm.running_mean[keep])
-            new.running_var.copy_(norm.running_var[keep])
-            new.num_batches_tracked.copy_(norm.num_batches_tracked)
-    new.train(norm.training)
-    return new
-
-
-def shrink(model: nn.Sequential, keep: Sequence[Tensor]) -> nn.Sequential:
-    """A physically smaller copy of ``model`` keeping, in each of ``hidden_layers(model)``, the
-    units where ``keep`` is True: rows (output channels) of the layer, entries of its BatchNorm,
-    columns (input channels, or blocks of columns after a Flatten) of the next layer. Other modules
-    are shared, not copied (they hold no parameters); the ``arch`` attribute of ``build_model``
-    is copied over."""
-    layers = hidden_layers(model)
-    if len(keep) != len(layers):
-        raise ValueError(f"need one unit mask per hidden layer ({len(layers)}), got {len(keep)}")
-    children = list(model)
-    rows: dict[int, Tensor] = {}
-    cols: dict[int, Tensor] = {}
-    norms: dict[int, Tensor] = {}
-    for hidden, mask in zip(layers, keep):
-        mask = mask.bool()
-        rows[hidden.layer] = mask
-        cols[hidden.next] = mask.repeat_interleave(hidden.block) if hidden.block > 1 else mask
-        if hidden.norm is not None:
-            norms[hidden.norm] = mask
-    new_children: list[nn.Module] = []
-    for i, module in enumerate(children):
-        if i in rows or i in cols:
-            new_children.append(_slice_layer(module, rows.get(i), cols.get(i)))
-        elif i in norms:
-            new_children.append(_slice_norm(module, norms[i]))
-        else:
-            new_children.append(module)
-    smaller = nn.Sequential(*new_children)
-    smaller.train(model.training)
-    if hasattr(model, "arch"):  # the build arguments that export reads (widths come off the layers)
-        smaller.arch = dict(model.arch)
-    return smaller
 
 
 @dataclass(eq=True)
@@ -564,21 +429,30 @@ class StructuredPruner:
         return shrink(model, keep)
 
 
-def make_pruner(sparsity: SparsityConfig) -> Pruner:
-    """The pruner that ``sparsity.pruning`` names, configured from the same section."""
-    kind = sparsity.pruning
-    if kind == "none":
+PRUNING_METHODS = ("none", "threshold", "gmp", "structured")
+
+
+def make_pruner(
+    method: str,
+    *,
+    target_density: float = 0.1,
+    threshold: float = 1e-3,
+    scope: Literal["layer", "global"] = "global",
+    prune_start: float = 0.0,
+    prune_end: float = 0.75,
+    finetune_epochs: int = 5,
+) -> Pruner:
+    """The pruner that ``sparsity.pruning`` names (one of :data:`PRUNING_METHODS`); the keywords
+    are the other ``sparsity`` keys, with their defaults, and each method reads those it needs."""
+    if method not in PRUNING_METHODS:
+        raise SparsetrainError(
+            f"sparsity.pruning '{method}' is unknown; choose one of {', '.join(PRUNING_METHODS)}"
+        )
+    if method == "none":
         return NoPruning()
-    if kind == "threshold":
-        return ThresholdPruner(threshold=sparsity.threshold, finetune_epochs=sparsity.finetune_epochs)
-    if kind == "gmp":
-        schedule = CubicSchedule(
-            final_density=sparsity.target_density, start=sparsity.prune_start, end=sparsity.prune_end
-        )
-        return MagnitudePruner(schedule, scope=sparsity.scope)
-    if kind == "structured":
-        schedule = CubicSchedule(
-            final_density=sparsity.target_density, start=sparsity.prune_start, end=sparsity.prune_end
-        )
-        return StructuredPruner(schedule, finetune_epochs=sparsity.finetune_epochs)
-    raise SparsetrainError(f"sparsity.pruning '{kind}' is unknown; choose none, threshold, gmp or structured")
+    if method == "threshold":
+        return ThresholdPruner(threshold=threshold, finetune_epochs=finetune_epochs)
+    schedule = CubicSchedule(final_density=target_density, start=prune_start, end=prune_end)
+    if method == "gmp":
+        return MagnitudePruner(schedule, scope=scope)
+    return StructuredPruner(schedule, finetune_epochs=finetune_epochs)

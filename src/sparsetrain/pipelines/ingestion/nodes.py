@@ -14,11 +14,18 @@ from sparsetrain.core.data import (
     split_dataset,
     validate_dataset,
 )
+from sparsetrain.errors import SparsetrainError
 
 
 def load_source(data: DataConfig, raw_table: pd.DataFrame | None) -> Dataset:
     """Load ``data.source``; for ``table`` the ``data.path`` file, else the catalog's ``raw_table``."""
-    table = raw_table if data.source == "table" and data.path is None else None
+    from_catalog = data.source == "table" and data.path is None
+    if from_catalog and data.separator is not None:
+        raise SparsetrainError(
+            "data.separator applies to data.path; set data.path to the file, or give raw_table "
+            "in conf/base/catalog.yml its own `separator:`"
+        )
+    table = raw_table if from_catalog else None
     dataset = load_dataset(data, table)
     validate_dataset(dataset)
     return dataset

@@ -1,6 +1,8 @@
-"""Optuna glue of the sweep: storage, sampler, suggestions, dead workers, the trials table.
+"""Optuna glue of the sweep: storage, sampler, suggestions, the optimize loop, dead workers, the
+trial records.
 
-Nothing here trains or tracks: :mod:`.nodes` runs the trials and logs them to MLflow.
+Nothing here trains or tracks: :mod:`.trial` is the objective that trains a trial and logs it to
+MLflow; :mod:`.report` turns the records into the study's report.
 
 Dead workers. A trial whose worker is killed (SIGKILL, a lost machine) would stay RUNNING
 forever. Every running trial beats a heartbeat every ``sweep.heartbeat_s`` seconds; a RUNNING
@@ -204,6 +206,33 @@ def suggest(trial: Trial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
             raw = trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
         values[key] = decode(spec, raw)
     return values
+
+
+def run_trials(
+    study: optuna.Study,
+    storage: BaseStorage,
+    objective: Callable[[Trial], Any],
+    cfg: SweepConfig,
+    on_stale: StaleCallback | None,
+    on_trial: StaleCallback,
+) -> None:
+    """``sweep.n_trials`` more trials of ``study`` (or until ``sweep.timeout_s``); a trial that
+    raises is recorded FAIL and the study goes on. After each trial ``on_trial`` (the progress
+    line) runs, then, where the storage has no heartbeat of its own, the stale-trial check."""
+
+    def after_each(study: optuna.Study, trial: FrozenTrial) -> None:
+        on_trial(study, trial)
+        if not isinstance(storage, RDBStorage):  # RDB storages check by themselves
+            fail_stale_trials(study, storage, 2 * cfg.heartbeat_s, on_stale)
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our line per trial replaces Optuna's
+    try:
+        study.optimize(
+            objective, n_trials=cfg.n_trials, timeout=cfg.timeout_s, catch=(Exception,), callbacks=[after_each]
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def worker_id() -> str:
