@@ -18,9 +18,9 @@ Phases of the default pipeline (digits, L1 logistic model):
 - import: kedro, kedro-mlflow, mlflow, torch and the project's pipelines;
 - setup: session creation, context and catalog until the first node;
 - data: ingestion and compression nodes; train: ``train_model``; evaluate: evaluation nodes;
-- MLflow logging: kedro-mlflow hooks, saves of MLflow datasets (metrics, artifacts; artifact saves
-  include writing their file, e.g. rendering the PNG plots) and the ``register_model`` node
-  (pyfunc model + sparse export + registry version);
+- MLflow logging: kedro-mlflow hooks, saves of MLflow datasets (if the catalog has any), the
+  ``report_run`` node (metrics, and the run's files written and logged, PNG rendering included)
+  and the ``register_model`` node (pyfunc model + sparse export + registry version);
 - I/O: saves and loads of the other catalog datasets (pickle / JSON files, memory);
 - other: the rest of the process (runner bookkeeping, session close, interpreter exit).
 
@@ -51,11 +51,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("import", "setup", "data", "train", "evaluate", "mlflow", "io", "sweep", "other")
 NODE_PHASE = {
     "load_source": "data", "describe_dataset": "data", "split_data": "data", "fit_standardizer": "data",
-    "standardize": "data", "fit_compression": "data", "compress": "data", "compression_metrics": "data",
+    "standardize": "data", "compress": "data",
     "train_model": "train",
-    "evaluate_model": "evaluate", "track_metrics": "evaluate", "plot_evaluation": "evaluate",
+    "evaluate_model": "evaluate", "plot_evaluation": "evaluate",
     "list_selected_features": "evaluate", "score_feature_selection": "evaluate",
-    "register_model": "mlflow",
+    # report_run logs metrics and writes + logs the run's files (PNG rendering included), as the
+    # MLflow dataset saves did before it; register_model logs and registers the model
+    "report_run": "mlflow", "register_model": "mlflow",
 }
 
 
