@@ -61,6 +61,9 @@ class RunRecordHook:
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
         if mlflow.active_run() is not None:
-            from sparsetrain.tracking import start_run_record
+            from sparsetrain.tracking import run_name, start_run_record
 
-            start_run_record(self._config_hook.config)
+            names = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
+            hook = self._config_hook
+            sweeping = "sweep" in names and hook.sweep is not None
+            start_run_record(hook.config, f"sweep-{hook.sweep.study_name}" if sweeping else run_name(hook.config))

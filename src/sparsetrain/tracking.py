@@ -112,12 +112,12 @@ def close_orphans(client: MlflowClient, experiment_id: str, own_run_id: str | No
     return sorted(dead)
 
 
-def start_run_record(cfg: SparsetrainConfig) -> None:
+def start_run_record(cfg: SparsetrainConfig, name: str) -> None:
     """At the start of the active run: close orphans, then name, tag and parametrize this run."""
     run = mlflow.active_run()
     client = MlflowClient()
     close_orphans(client, run.info.experiment_id, own_run_id=run.info.run_id)
-    mlflow.set_tags({**process_tags(), "mlflow.runName": run_name(cfg)})
+    mlflow.set_tags({**process_tags(), "mlflow.runName": name})
     log_params(cfg.flat())
 
 

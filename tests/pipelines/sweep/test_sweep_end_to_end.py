@@ -79,6 +79,7 @@ def test_sweep_tracks_trials_reports_and_registers_the_best(project):
     assert set(trials["params.sparsity.penalty"]) == {"l1", "l2", "elasticnet", "group_lasso", "l0"}
     assert trials[["params.model.init", "metrics.val_accuracy", "metrics.density"]].notna().all().all()
     assert "linear-l0-1e-03-xavier_uniform" in set(trials["tags.mlflow.runName"])
+    assert parent["tags.mlflow.runName"] == "sweep-e2e"
     assert {
         "sweep/trials.csv",
         "sweep/frontier.png",

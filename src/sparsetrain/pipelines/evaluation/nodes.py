@@ -27,7 +27,8 @@ def evaluate_model(network: nn.Module, model_input: Splits, dataset_info: Datase
     return evaluate_network(network, model_input, dataset_info, training_history)
 
 
-def _inputs_are_components(compression_summary: dict[str, Any]) -> int | None:
+def _n_components(compression_summary: dict[str, Any]) -> int | None:
+    """The number of components the model reads, or None when it reads the features themselves."""
     return None if compression_summary["method"] == "none" else int(compression_summary["n_components"])
 
 
@@ -54,7 +55,7 @@ def plot_evaluation(
 
 
 def list_selected_features(network: nn.Module, dataset_info: DatasetInfo, compression_summary: dict[str, Any]) -> pd.DataFrame:
-    return feature_table(network, dataset_info, _inputs_are_components(compression_summary))
+    return feature_table(network, dataset_info, _n_components(compression_summary))
 
 
 def score_feature_selection(selected_features: pd.DataFrame, dataset_info: DatasetInfo) -> dict[str, float]:
