@@ -4,7 +4,6 @@ the default run, the served model, Fashion-MNIST, and every bad input the issue 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

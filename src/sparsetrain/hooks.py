@@ -10,7 +10,14 @@ from __future__ import annotations
 import mlflow
 from kedro.framework.hooks import hook_impl
 
-from sparsetrain.config import SECTIONS, SparsetrainConfig, SweepConfig, parse_config, parse_sweep, parse_sweep_section
+from sparsetrain.config import (
+    SECTIONS,
+    SparsetrainConfig,
+    SweepConfig,
+    parse_config,
+    parse_sweep,
+    parse_sweep_section,
+)
 
 
 def config_inputs(cfg: SparsetrainConfig, sweep: SweepConfig | None) -> dict[str, object]:

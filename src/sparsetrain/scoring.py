@@ -54,14 +54,20 @@ def evaluate_network(
 def degenerate_reason(metrics: dict[str, float], task: str) -> str | None:
     """Why a model is not worth registering (every weight zero, or no better than chance), or None."""
     if metrics["density"] == 0:
-        return "every prunable weight is zero (density 0): lower sparsity.strength or raise sparsity.target_density"
+        return (
+            "every prunable weight is zero (density 0): lower sparsity.strength or raise "
+            "sparsity.target_density"
+        )
     if task == "classification" and metrics["test_accuracy"] <= metrics["test_chance_accuracy"]:
         return (
             f"test_accuracy {metrics['test_accuracy']:.4f} is no better than always predicting the most "
             f"frequent class ({metrics['test_chance_accuracy']:.4f}): lower sparsity.strength or train longer"
         )
     if task == "regression" and metrics["test_r2"] <= 0:
-        return f"test_r2 {metrics['test_r2']:.4f} <= 0 is no better than predicting the mean: lower sparsity.strength"
+        return (
+            f"test_r2 {metrics['test_r2']:.4f} <= 0 is no better than predicting the mean: "
+            "lower sparsity.strength"
+        )
     return None
 
 

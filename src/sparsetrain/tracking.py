@@ -96,7 +96,9 @@ def close_orphans(client: MlflowClient, experiment_id: str, own_run_id: str | No
     """Mark ``KILLED`` every RUNNING run of this host whose process is gone, and the runs nested
     under it; returns their ids. Runs of other hosts are left alone (their pid means nothing here)."""
     host = socket.gethostname()
-    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    running = client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
+    )
     dead = {
         run.info.run_id
         for run in running
@@ -151,7 +153,9 @@ def log_metrics(
     """Scalars at step 0 and per-epoch curves (one step an epoch), in one batched call."""
     now = int(time.time() * 1000)
     metrics = [Metric(key, float(value), now, 0) for key, value in scalars.items()]
-    metrics += [Metric(key, float(v), now, step) for key, values in histories.items() for step, v in enumerate(values)]
+    metrics += [
+        Metric(key, float(v), now, step) for key, values in histories.items() for step, v in enumerate(values)
+    ]
     client = MlflowClient()
     for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
@@ -206,7 +210,9 @@ def publish_model(
     name = registry.name_for(task)
     reason = degenerate_reason(metrics, task)
     if reason is not None and not registry.allow_degenerate:
-        logger.warning("Not registered as '%s': %s (registry.allow_degenerate=true registers it anyway)", name, reason)
+        logger.warning(
+            "Not registered as '%s': %s (registry.allow_degenerate=true registers it anyway)", name, reason
+        )
         set_run_tags(run_id, {"registration": f"refused: {reason}"})
         return {"registered": False, "name": name, "run_id": run_id, "reason": reason}
     export = Path(run_report["folder"]) / "sparse_export" / "model.sparse.safetensors"

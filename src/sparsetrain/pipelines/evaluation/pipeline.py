@@ -1,6 +1,12 @@
 from kedro.pipeline import Pipeline, node
 
-from .nodes import evaluate_model, list_selected_features, plot_evaluation, report_run, score_feature_selection
+from .nodes import (
+    evaluate_model,
+    list_selected_features,
+    plot_evaluation,
+    report_run,
+    score_feature_selection,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -12,7 +12,11 @@ from sparsetrain.recipe import train_network
 
 
 def train_model(
-    model_input: Splits, dataset_info: DatasetInfo, model: ModelConfig, sparsity: SparsityConfig, training: TrainingConfig
+    model_input: Splits,
+    dataset_info: DatasetInfo,
+    model: ModelConfig,
+    sparsity: SparsityConfig,
+    training: TrainingConfig,
 ) -> tuple[nn.Module, History]:
     """Fit on the train split, early-stop on the validation split; the test split stays unseen.
     Progress: a bar on a terminal, a line per epoch in logs (``training.verbose=false``: none)."""
