@@ -161,6 +161,22 @@ def log_metrics(
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
+def log_evaluation(run_id: str, scalars: Mapping[str, float], history: Any, task: str) -> dict[str, Any]:
+    """A run's evaluation as MLflow records it: the scalar metrics, the per-epoch curves of
+    ``history`` (a core ``History``) as metric histories, ``density`` and the test metric as run
+    tags, and ``metrics.json`` in the run's folder (the caller logs the folder's files). Returns
+    the run report that :func:`publish_model` takes."""
+    curves = {
+        "train_loss": history.train_loss, "val_loss": history.val_loss, "density_history": history.density
+    }
+    log_metrics(run_id, scalars, {name: values for name, values in curves.items() if values})
+    metric = primary_metric(task)
+    set_run_tags(run_id, {"density": f"{scalars['density']:.6f}", metric: f"{scalars[metric]:.6f}"})
+    folder = run_folder(run_id)
+    (folder / "metrics.json").write_text(json.dumps(dict(scalars), indent=2, sort_keys=True))
+    return {"run_id": run_id, "folder": str(folder), "metrics": dict(scalars)}
+
+
 def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
     MlflowClient().log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 

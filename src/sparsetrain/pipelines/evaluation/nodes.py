@@ -17,7 +17,6 @@ from torch import nn
 
 from sparsetrain import tracking
 from sparsetrain.core.data import DatasetInfo, Splits
-from sparsetrain.core.metrics import primary_metric
 from sparsetrain.core.models import prunable_weights
 from sparsetrain.core.training import History
 from sparsetrain.scoring import evaluate_network, feature_table, predict, selection_scores
@@ -81,17 +80,12 @@ def report_run(
     scalars["compression_n_components"] = float(compression_summary["n_components"])
     if "explained_variance_ratio" in compression_summary:
         scalars["explained_variance_ratio"] = compression_summary["explained_variance_ratio"]
-    history = training_history
-    curves = {"train_loss": history.train_loss, "val_loss": history.val_loss, "density_history": history.density}
-    tracking.log_metrics(run_id, scalars, {name: values for name, values in curves.items() if values})
-    metric = primary_metric(dataset_info.task)
-    tracking.set_run_tags(run_id, {"density": f"{scalars['density']:.6f}", metric: f"{scalars[metric]:.6f}"})
     (folder / "plots").mkdir(exist_ok=True)
     for file_name, figure in evaluation_plots.items():
         figure.savefig(folder / "plots" / file_name, dpi=100)
         plt.close(figure)
     selected_features.to_csv(folder / "selected_features.csv", index=False)
     (folder / "compression_summary.json").write_text(json.dumps(compression_summary, indent=2, sort_keys=True))
-    (folder / "metrics.json").write_text(json.dumps(scalars, indent=2, sort_keys=True))
+    run_report = tracking.log_evaluation(run_id, scalars, training_history, dataset_info.task)
     tracking.log_folder(run_id, folder)
-    return {"run_id": run_id, "folder": str(folder), "metrics": scalars}
+    return run_report

@@ -9,7 +9,6 @@ the Optuna storage is shared, by design. Registration is the last node.
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import partial
 from typing import Any
@@ -21,7 +20,6 @@ from mlflow import MlflowClient
 from sparsetrain import tracking
 from sparsetrain.config import SparsetrainConfig, SweepConfig
 from sparsetrain.core.data import Dataset, DatasetInfo, Splits, Standardizer
-from sparsetrain.core.metrics import primary_metric
 from sparsetrain.scoring import evaluate_network
 from sparsetrain.serving import build_predictor, input_example
 
@@ -106,15 +104,10 @@ def register_sweep_best(
     )
     metrics = evaluate_network(network, refit, dataset_info, history)
     run_id = tracking.active_run_id()
-    curves = {"train_loss": history.train_loss, "density_history": history.density}
-    tracking.log_metrics(run_id, metrics, {name: values for name, values in curves.items() if values})
-    metric = primary_metric(dataset_info.task)
-    tracking.set_run_tags(run_id, {"density": f"{metrics['density']:.6f}", metric: f"{metrics[metric]:.6f}"})
-    folder = tracking.run_folder(run_id)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    MlflowClient().log_artifact(run_id, str(folder / "metrics.json"))
+    run_report = tracking.log_evaluation(run_id, metrics, history, dataset_info.task)
+    MlflowClient().log_artifact(run_id, str(tracking.run_folder(run_id) / "metrics.json"))
     return tracking.publish_model(
-        {"run_id": run_id, "folder": str(folder), "metrics": metrics},
+        run_report,
         build_predictor(standardizer, reducer, network, dataset),
         input_example(dataset),
         dataset_info.task,
