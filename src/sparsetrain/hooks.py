@@ -14,8 +14,8 @@ from sparsetrain.config import (
     SECTIONS,
     SparsetrainConfig,
     SweepConfig,
+    check_sweep,
     parse_config,
-    parse_sweep,
     parse_sweep_section,
 )
 
@@ -55,7 +55,7 @@ class RunConfigHook:
         if "sweep" in names:
             # The space against the other parameters (e.g. the objective against data.task):
             # only when sweeping, so that `kedro run --params data.task=regression` still runs.
-            parse_sweep(catalog.load("parameters"))
+            check_sweep(self.sweep or parse_sweep_section(None), self.config)
 
 
 class RunRecordHook:

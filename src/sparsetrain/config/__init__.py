@@ -20,10 +20,10 @@ from sparsetrain.config.sections import (
     parse_section,
     unflatten,
 )
-from sparsetrain.config.sweep import SweepConfig, parse_space, parse_sweep, parse_sweep_section
+from sparsetrain.config.sweep import SweepConfig, check_sweep, parse_space, parse_sweep, parse_sweep_section
 
 __all__ = [
     "SECTIONS", "CompressionConfig", "DataConfig", "ModelConfig", "RegistryConfig", "SparsetrainConfig",
-    "SparsityConfig", "SweepConfig", "TrainingConfig", "flatten", "parse_config", "parse_section",
+    "SparsityConfig", "SweepConfig", "TrainingConfig", "check_sweep", "flatten", "parse_config", "parse_section",
     "parse_space", "parse_sweep", "parse_sweep_section", "unflatten",
 ]

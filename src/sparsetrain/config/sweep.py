@@ -249,7 +249,12 @@ def parse_sweep(params: dict[str, Any]) -> SweepConfig:
     SparsetrainError naming the key: every value of the space must make a valid configuration
     together with the other parameters, and the objective must fit the task."""
     cfg = parse_sweep_section(params.get("sweep"))
-    base = parse_config(params)
+    check_sweep(cfg, parse_config(params))
+    return cfg
+
+
+def check_sweep(cfg: SweepConfig, base: SparsetrainConfig) -> None:
+    """:func:`parse_sweep` on sections already parsed (the project hook holds them)."""
     flat = base.flat()
     for key, spec in cfg.search_space().items():
         for value in _values_to_check(spec):
@@ -266,4 +271,3 @@ def parse_sweep(params: dict[str, Any]) -> SweepConfig:
         )
     if base.data.val_size <= 0:
         raise SparsetrainError("data.val_size: a sweep scores trials on the validation split; set it > 0")
-    return cfg
