@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,27 @@ def kedro_run(
     """`kedro run [--params ...] [args]` in ``project``, as a user types it."""
     cmd = [sys.executable, "-m", "kedro", "run", *(["--params", params] if params else []), *args]
     return subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def start_run(project: Path, params: str | None = None, args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`kedro run` in the background, its output (stdout and stderr) line by line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "kedro", "run", *(["--params", params] if params else []), *args]
+    return subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_at(project: Path, params: str | None, marker: str, args: tuple[str, ...] = ()) -> str:
+    """Start a run, SIGKILL it as soon as ``marker`` appears in its output; returns the output."""
+    proc = start_run(project, params, args)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before '{marker}': {''.join(seen)[-1500:]}"
+    return "".join(seen)
 
 
 def run_in_process(params: dict) -> None:

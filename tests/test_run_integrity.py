@@ -5,10 +5,7 @@ any point leaves no version without its finished run, the same seed gives the sa
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,19 +13,13 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from kedro_project import kedro_run
+from kedro_project import kedro_run, kill_at, start_run
 
 pytestmark = pytest.mark.slow
 
 SMALL_MLP = "training.epochs=3,model.kind=mlp,model.hidden=[32]"
 # Timings differ from run to run; everything else a run logs must not.
 TIMED = ("train_seconds", "latency_ms_p50", "latency_ms_p50_sparse", "throughput_per_s", "throughput_per_s_sparse")
-
-
-def start_run(project: Path, params: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "kedro", "run", "--params", params]
-    return subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def runs_by_seed() -> dict[str, list]:
@@ -70,19 +61,6 @@ def test_concurrent_runs_equal_solo_runs_byte_for_byte(project, tmp_path):
     folders = sorted(p.name for p in (project / "data" / "08_reporting" / "runs").iterdir())
     assert folders == sorted(r.run_id for runs in by_seed.values() for r in runs)
     assert not (project / "data" / "08_reporting" / "plots").exists()
-
-
-def kill_at(project: Path, params: str, marker: str) -> None:
-    """Start a run, SIGKILL it as soon as ``marker`` appears in its output."""
-    proc = start_run(project, params)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before '{marker}': {''.join(seen)[-1500:]}"
 
 
 @pytest.mark.parametrize(

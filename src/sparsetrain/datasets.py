@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset
+from kedro_datasets.partitions import PartitionedDataset
 
-from sparsetrain.core.data import read_table
+from sparsetrain.core.data import BATCH_SUFFIXES, read_table
 
 
 class TableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
@@ -37,3 +39,27 @@ class TableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     def _exists(self) -> bool:
         return self._filepath.exists()
+
+
+class BatchFolderDataset(PartitionedDataset):
+    """A folder of batch files (``data/01_raw/batches/*.csv|*.parquet``) for ``data.source:
+    batches``: Kedro's PartitionedDataset over :class:`TableDataset`, keeping only table files.
+
+    Loads ``{}`` when the folder holds none (PartitionedDataset raises), so that pipelines run on
+    other sources without it; the ingestion step then says what to add.
+    """
+
+    def __init__(
+        self, path: str, separator: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(
+            path=path,
+            dataset={"type": f"{__name__}.TableDataset", "separator": separator},
+            metadata=metadata,
+        )
+
+    def _list_partitions(self) -> list[str]:
+        return [p for p in super()._list_partitions() if p.lower().endswith(BATCH_SUFFIXES)]
+
+    def load(self) -> dict[str, Callable[[], pd.DataFrame]]:
+        return super().load() if self._list_partitions() else {}

@@ -12,21 +12,35 @@ from kedro.framework.hooks import hook_impl
 
 from sparsetrain.config import (
     SECTIONS,
+    RetrainConfig,
     SparsetrainConfig,
     SweepConfig,
+    check_retrain,
     check_sweep,
     parse_config,
+    parse_retrain_section,
     parse_sweep_section,
 )
+from sparsetrain.locks import ModelLock
+
+# Pipelines that move the champion: one at a time per registered model (sparsetrain.locks).
+CHAMPION_PIPELINES = ("retrain", "rollback")
 
 
-def config_inputs(cfg: SparsetrainConfig, sweep: SweepConfig | None) -> dict[str, object]:
+def config_inputs(
+    cfg: SparsetrainConfig, sweep: SweepConfig | None, retrain: RetrainConfig
+) -> dict[str, object]:
     """The catalog entries holding the typed sections, by dataset name."""
     inputs: dict[str, object] = {f"config:{name}": getattr(cfg, name) for name in SECTIONS}
     inputs["config:run"] = cfg
+    inputs["config:retrain"] = retrain
     if sweep is not None:
         inputs["config:sweep"] = sweep
     return inputs
+
+
+def pipeline_names(run_params: dict) -> list[str]:
+    return run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
 
 
 class RunConfigHook:
@@ -36,6 +50,8 @@ class RunConfigHook:
     def __init__(self) -> None:
         self.config: SparsetrainConfig | None = None
         self.sweep: SweepConfig | None = None
+        self.retrain: RetrainConfig = RetrainConfig()
+        self.lock: ModelLock | None = None
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -43,19 +59,43 @@ class RunConfigHook:
         self.config = parse_config(params)
         # conf/base/parameters_sweep.yml: its own keys are checked whatever runs
         self.sweep = parse_sweep_section(params["sweep"]) if "sweep" in params else None
+        self.retrain = parse_retrain_section(params.get("retrain"))
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
-        for name, value in config_inputs(self.config, self.sweep).items():
+        for name, value in config_inputs(self.config, self.sweep, self.retrain).items():
             catalog[name] = value
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow opens the run
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
-        names = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
+        names = pipeline_names(run_params)
         if "sweep" in names:
             # The space against the other parameters (e.g. the objective against data.task):
             # only when sweeping, so that `kedro run --params data.task=regression` still runs.
             check_sweep(self.sweep or parse_sweep_section(None), self.config)
+        if "retrain" in names:
+            check_retrain(self.retrain, self.config)
+        if set(names) & set(CHAMPION_PIPELINES):
+            self._lock_champion()
+
+    def _lock_champion(self) -> None:
+        """Refuse at once, before a run exists, while a retrain or rollback of the model runs."""
+        name = self.config.registry.name_for(self.config.data.task)
+        lock = ModelLock("retrain", mlflow.get_tracking_uri(), name, label="retrain or rollback")
+        self.lock = lock.acquire()
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 class RunRecordHook:
@@ -67,10 +107,17 @@ class RunRecordHook:
 
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
-        if mlflow.active_run() is not None:
-            from sparsetrain.tracking import run_name, start_run_record
+        if mlflow.active_run() is None:
+            return
+        from sparsetrain.tracking import run_name, start_run_record
 
-            names = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
-            hook = self._config_hook
-            sweeping = "sweep" in names and hook.sweep is not None
-            start_run_record(hook.config, f"sweep-{hook.sweep.study_name}" if sweeping else run_name(hook.config))
+        names = pipeline_names(run_params)
+        cfg, sweep = self._config_hook.config, self._config_hook.sweep
+        if "retrain" in names:  # its node logs the challenger's configuration and name
+            start_run_record(None, None)
+        elif "rollback" in names:
+            start_run_record(None, f"rollback-{cfg.registry.name_for(cfg.data.task)}")
+        elif "sweep" in names and sweep is not None:
+            start_run_record(cfg, f"sweep-{sweep.study_name}")
+        else:
+            start_run_record(cfg, run_name(cfg))

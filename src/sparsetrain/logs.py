@@ -62,9 +62,11 @@ def epoch_progress(total: int, log_line: Callable) -> Iterator[Callable]:
 def quiet_defaults() -> None:
     """The default log, unless the user chose another logging config: :class:`OneLinePerNode` on
     the root handlers (Kedro refuses filter factories and project handler classes in logging.yml),
-    and MLflow's INFO lines off (MLflow sets its logger's level at import, after logging.yml)."""
+    and MLflow's INFO lines and artifact progress bars off (MLflow sets its logger's level at
+    import, after logging.yml; a bar per small artifact download says nothing)."""
     if os.environ.get("KEDRO_LOGGING_CONFIG"):
         return
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, OneLinePerNode) for f in handler.filters):

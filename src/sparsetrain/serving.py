@@ -72,7 +72,7 @@ def input_example(dataset: Dataset, rows: int = 5) -> Any:
     return X
 
 
-def log_served_model(predictor: RawFeaturePredictor, example: Any) -> str:
+def log_served_model(predictor: RawFeaturePredictor, example: Any, weights: Path | None = None) -> str:
     """Log the pyfunc to the active run, with its signature and input example, without
     registering it (registration is a separate, last step); returns the model's URI."""
     info = mlflow.pyfunc.log_model(

@@ -26,16 +26,20 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 from sparsetrain.config import RegistryConfig, SparsetrainConfig
 from sparsetrain.core.metrics import primary_metric
+from sparsetrain.locks import ModelLock
 from sparsetrain.scoring import degenerate_reason
 
 logger = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, PROCESS_START_TAG = "sparsetrain.host", "sparsetrain.pid", "sparsetrain.process_start"
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
 RUNS_FOLDER = Path("data/08_reporting/runs")
+RUN_CONFIG = "run_config.json"  # the full configuration a registered model was trained with
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,13 +118,16 @@ def close_orphans(client: MlflowClient, experiment_id: str, own_run_id: str | No
     return sorted(dead)
 
 
-def start_run_record(cfg: SparsetrainConfig, name: str) -> None:
-    """At the start of the active run: close orphans, then name, tag and parametrize this run."""
+def start_run_record(cfg: SparsetrainConfig | None, name: str | None) -> None:
+    """At the start of the active run: close orphans, tag this run with its process, then name it
+    and log ``cfg`` as its parameters. A retrain passes None for both: its node logs the
+    challenger's configuration, known only once the champion is read."""
     run = mlflow.active_run()
     client = MlflowClient()
     close_orphans(client, run.info.experiment_id, own_run_id=run.info.run_id)
-    mlflow.set_tags({**process_tags(), "mlflow.runName": name})
-    log_params(cfg.flat())
+    mlflow.set_tags({**process_tags(), **({"mlflow.runName": name} if name else {})})
+    if cfg is not None:
+        log_params(cfg.flat())
 
 
 def log_params(flat: Mapping[str, Any]) -> None:
@@ -194,17 +201,101 @@ def register(
     name: str,
     model_uri: str,
     version_tags: Mapping[str, str],
+    move_aliases: bool = True,
 ) -> str:
-    """Close the run as FINISHED, then create the version with its tags, then move the aliases
-    (``challenger``; ``champion`` when the name has none). Call only when the run has logged
-    everything: a kill after any step leaves no version whose run is incomplete."""
+    """Close the run as FINISHED, then create the version with its tags, then (``move_aliases``)
+    move the aliases: ``challenger``, and ``champion`` when the name has none. Call only when the
+    run has logged everything: a kill after any step leaves no version whose run is incomplete.
+    A retrain moves the aliases itself, by its decision (:func:`move_aliases`)."""
     client = MlflowClient()
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-    version = mlflow.register_model(model_uri, name, tags=dict(version_tags)).version
+    version = str(mlflow.register_model(model_uri, name, tags=dict(version_tags)).version)
+    if move_aliases:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        if CHAMPION not in client.get_registered_model(name).aliases:
+            client.set_registered_model_alias(name, CHAMPION, version)
+    return version
+
+
+def alias_version(name: str, alias: str, client: MlflowClient | None = None) -> ModelVersion | None:
+    """The version behind ``name@alias``, or None (no such model, or no such alias)."""
+    client = client or MlflowClient()
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def move_aliases(name: str, version: str, run_id: str, promote: bool, required: Sequence[str]) -> None:
+    """The last step of a retrain: ``challenger`` to ``version``; when ``promote``, the champion
+    to ``previous_champion`` and ``version`` to ``champion``, in that order, so that a kill at any
+    moment leaves ``champion`` on a complete version. Refuses (champion unmoved) unless the run
+    is FINISHED with every ``required`` metric, read back from the store."""
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    missing = [k for k in required if k not in run.data.metrics]
+    if run.info.status != "FINISHED" or missing:
+        raise RuntimeError(
+            f"run {run_id} is {run.info.status} with metrics {missing} missing: the aliases of '{name}' "
+            "were not moved"
+        )
     client.set_registered_model_alias(name, CHALLENGER, version)
-    if CHAMPION not in client.get_registered_model(name).aliases:
+    if promote:
+        champion = alias_version(name, CHAMPION, client)
+        if champion is not None and str(champion.version) != str(version):
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(champion.version))
         client.set_registered_model_alias(name, CHAMPION, version)
-    return str(version)
+
+
+def versions_tagged(name: str, tags: Mapping[str, str]) -> list[ModelVersion]:
+    """The versions of ``name`` that carry every one of ``tags``, oldest first."""
+    found = MlflowClient().search_model_versions(f"name = '{name}'", max_results=10000)
+    match = [v for v in found if all(v.tags.get(k) == str(value) for k, value in tags.items())]
+    return sorted(match, key=lambda v: int(v.version))
+
+
+def registration_lock(name: str) -> ModelLock:
+    """Held around a check-then-register (a sweep's best, once per study and trial), so that two
+    workers on this host never both register; waits, since the critical section is short."""
+    return ModelLock("register", mlflow.get_tracking_uri(), name, label="registration").acquire(wait_s=3600)
+
+
+def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def restore_previous_champion(name: str, previous: str) -> None:
+    """The last step of a rollback: ``champion`` back to version ``previous``, then
+    ``previous_champion`` cleared, so that a second rollback has nothing to undo."""
+    client = MlflowClient()
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+
+
+def log_run_config(run_id: str, cfg: SparsetrainConfig) -> None:
+    """The full configuration of the run's model, as ``run_config.json``: what a retrain reads to
+    train a challenger with the champion's own recipe (parameters are strings in MLflow)."""
+    path = run_folder(run_id) / RUN_CONFIG
+    path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))
+    MlflowClient().log_artifact(run_id, str(path))
+
+
+def run_config_of(run_id: str) -> dict[str, Any] | None:
+    """The ``run_config.json`` of a run, or None when it has none (registered before it existed)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=RUN_CONFIG, dst_path=folder
+            )
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text())
 
 
 def publish_model(
@@ -214,11 +305,14 @@ def publish_model(
     task: str,
     registry: RegistryConfig,
     extra_tags: Mapping[str, str] = {},
+    config: SparsetrainConfig | None = None,
+    move_aliases: bool = True,
 ) -> dict[str, Any]:
     """The last step of a run: export the sparse weights, log the served model (signature and
-    input example), and register it (:func:`register`), unless the model is degenerate (density 0,
-    chance accuracy) and ``registry.allow_degenerate`` is off: then the run stays, unregistered,
-    with the reason as its ``registration`` tag."""
+    input example) and the run's ``config`` (:func:`log_run_config`), and register it
+    (:func:`register`), unless the model is degenerate (density 0, chance accuracy) and
+    ``registry.allow_degenerate`` is off: then the run stays, unregistered, with the reason as
+    its ``registration`` tag."""
     from sparsetrain.core.export import save_sparse
     from sparsetrain.serving import log_served_model
 
@@ -236,7 +330,9 @@ def publish_model(
     save_sparse(predictor.network, export)
     MlflowClient().log_artifact(run_id, str(export), artifact_path="sparse_export")
     logger.info("Logging the served model (pyfunc, signature, input example) to run %s", run_id)
-    model_uri = log_served_model(predictor, input_example)
+    model_uri = log_served_model(predictor, input_example, export)
+    if config is not None:
+        log_run_config(run_id, config)
     metric = primary_metric(task)
     version_tags = {
         "density": f"{metrics['density']:.6f}",
@@ -245,5 +341,5 @@ def publish_model(
         **extra_tags,
     }
     set_run_tags(run_id, {"registration": "registered", "registered_model": name})
-    version = register(run_id, name, model_uri, version_tags)
+    version = register(run_id, name, model_uri, version_tags, move_aliases=move_aliases)
     return {"registered": True, "name": name, "version": version, "run_id": run_id, **version_tags}

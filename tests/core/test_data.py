@@ -17,6 +17,7 @@ from sparsetrain.core.data import (
     Standardizer,
     dataset_from_frame,
     load_dataset,
+    load_source_data,
     load_digits_dataset,
     load_fashion_mnist,
     make_synthetic,
@@ -224,10 +225,10 @@ def test_load_dataset_takes_plain_settings(tmp_path):
 
 
 def test_sources_registry_covers_every_source_and_names_them_when_unknown():
-    assert list(SOURCES) == ["digits", "fashion_mnist", "synthetic", "table"]
+    assert list(SOURCES) == ["digits", "fashion_mnist", "synthetic", "table", "batches"]
     assert load_dataset(Settings(source="digits")).image_shape == (1, 8, 8)
     message = _error(load_dataset, Settings(source="mnist"))
-    assert message == "data.source 'mnist' is unknown; choose one of digits, fashion_mnist, synthetic, table"
+    assert message == "data.source 'mnist' is unknown; choose one of digits, fashion_mnist, synthetic, table, batches"
 
 
 @pytest.mark.parametrize("source", ["digits", "fashion_mnist"])
@@ -425,3 +426,48 @@ def test_standardizer_fitted_on_train_only():
     np.testing.assert_array_equal(clone.transform(test), scaler.transform(test))
     with pytest.raises(SparsetrainError, match="4 features"):
         scaler.transform(test[:, :3])
+
+
+# --------------------------------------------------------------------------------------------
+# batches
+
+
+def _batch(rows: range) -> pd.DataFrame:
+    return pd.DataFrame({"a": [float(i) for i in rows], "b": [float(i % 3) for i in rows],
+                         "label": [i % 2 for i in rows]})
+
+
+def test_batches_concatenate_in_name_order_and_the_window_keeps_the_last(tmp_path):
+    for name, rows in (("b_002.csv", range(10, 20)), ("b_001.csv", range(0, 10)), ("b_003.parquet", range(20, 30))):
+        frame = _batch(rows)
+        frame.to_parquet(tmp_path / name) if name.endswith("parquet") else frame.to_csv(tmp_path / name, index=False)
+    (tmp_path / "notes.txt").write_text("not a batch")
+    settings = Settings(source="batches", path=str(tmp_path), target="label")
+    ds, record = load_source_data(settings)
+    assert ds.X[:, 0].tolist() == [float(i) for i in range(30)]
+    assert record["batches"] == ["b_001.csv", "b_002.csv", "b_003.parquet"] and record["rows"] == 30
+    last, window = load_source_data(settings, window=2)
+    assert window["batches"] == ["b_002.csv", "b_003.parquet"] and last.X[0, 0] == 10.0
+    assert window["fingerprint"] != record["fingerprint"]
+    assert load_source_data(settings)[1]["fingerprint"] == record["fingerprint"]
+
+
+def test_batches_from_the_catalog_loaders(tmp_path):
+    loaders = {"2.csv": lambda: _batch(range(10, 20)), "1.csv": lambda: _batch(range(10))}
+    ds, record = load_source_data(Settings(source="batches", target="label"), raw_batches=loaders, window=1)
+    assert record["batches"] == ["2.csv"] and ds.X.shape == (10, 2)
+
+
+def test_a_batch_with_other_columns_is_named():
+    loaders = {"1.csv": lambda: _batch(range(10)), "2.csv": lambda: _batch(range(10)).drop(columns=["b"])}
+    message = _error(load_source_data, Settings(source="batches", target="label"), None, loaders)
+    assert message == (
+        "batch '2.csv' does not have the columns of batch '1.csv' (it lacks 'b'); fix or remove that batch file"
+    )
+
+
+def test_no_batches_says_where_to_put_them(tmp_path):
+    message = _error(load_source_data, Settings(source="batches", target="label"), None, {})
+    assert "data/01_raw/batches/" in message and "data.path" in message
+    assert "is not a folder" in _error(load_source_data, Settings(source="batches", target="label",
+                                                                  path=str(tmp_path / "none")))

@@ -3,9 +3,11 @@
 - :mod:`.sections`: the run sections (``data``, ``model``, ...), frozen pydantic models parsed once
   at start-up into a :class:`SparsetrainConfig`;
 - :mod:`.sweep`: the sweep grammar (``sweep.space`` of dotted keys, ranges and lists);
+- :mod:`.retrain`: champion / challenger promotion (``kedro run --pipelines retrain``);
 - :mod:`.space`: the plain search-space specs and the Pareto rule, free of pydantic and Optuna.
 """
 
+from sparsetrain.config.retrain import RetrainConfig, check_retrain, is_minimized, parse_retrain_section
 from sparsetrain.config.sections import (
     SECTIONS,
     CompressionConfig,
@@ -23,7 +25,8 @@ from sparsetrain.config.sections import (
 from sparsetrain.config.sweep import SweepConfig, check_sweep, parse_space, parse_sweep, parse_sweep_section
 
 __all__ = [
-    "SECTIONS", "CompressionConfig", "DataConfig", "ModelConfig", "RegistryConfig", "SparsetrainConfig",
-    "SparsityConfig", "SweepConfig", "TrainingConfig", "check_sweep", "flatten", "parse_config", "parse_section",
-    "parse_space", "parse_sweep", "parse_sweep_section", "unflatten",
+    "SECTIONS", "CompressionConfig", "DataConfig", "ModelConfig", "RegistryConfig", "RetrainConfig",
+    "SparsetrainConfig", "SparsityConfig", "SweepConfig", "TrainingConfig", "check_retrain", "check_sweep",
+    "flatten", "is_minimized", "parse_config", "parse_retrain_section", "parse_section", "parse_space",
+    "parse_sweep", "parse_sweep_section", "unflatten",
 ]

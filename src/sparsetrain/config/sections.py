@@ -23,7 +23,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: Literal["digits", "fashion_mnist", "synthetic", "table"] = "digits"
+    source: Literal["digits", "fashion_mnist", "synthetic", "table", "batches"] = "digits"
     path: str | None = None
     target: str | None = None
     task: Task = "classification"
@@ -47,8 +47,8 @@ class DataConfig(_Section):
                 f"data.test_size + data.val_size = {self.test_size + self.val_size:g} leaves no "
                 "training data; make their sum < 1"
             )
-        if self.source == "table" and not self.target:
-            raise ValueError("data.target must name the label column when data.source is 'table'")
+        if self.source in ("table", "batches") and not self.target:
+            raise ValueError(f"data.target must name the label column when data.source is '{self.source}'")
         if self.source == "synthetic" and self.n_informative > self.n_features:
             raise ValueError("data.n_informative must be <= data.n_features")
         return self
@@ -257,13 +257,14 @@ def nearest(key: str, choices: list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def _describe(error: ValidationError, section: str | None) -> str:
+def _describe(error: ValidationError, section: str | None, model: type[BaseModel] | None = None) -> str:
+    """One line for the first error; ``model`` is the section's class when it is not a run section."""
     first = error.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) or first["type"] != "literal_error")
     key = ".".join(p for p in (section, loc) if p)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        owner = SECTIONS.get(key.split(".")[0]) if section is None else SECTIONS.get(section)
+        owner = model or (SECTIONS.get(key.split(".")[0]) if section is None else SECTIONS.get(section))
         valid = list(owner.model_fields) if owner is not None else []
         return (
             f"unknown parameter '{key}'{nearest(key.rsplit('.', 1)[-1], valid)}: remove it or check its "
@@ -290,7 +291,7 @@ def parse_section(section: str, raw: dict[str, Any] | BaseModel | None) -> Any:
 
 
 # Top-level parameter keys that are not run sections; each has its own parser.
-OTHER_SECTIONS = ("sweep",)
+OTHER_SECTIONS = ("sweep", "retrain")
 
 
 def check_sections(params: dict[str, Any]) -> None:

@@ -241,7 +241,7 @@ def parse_sweep_section(raw: dict[str, Any] | SweepConfig | None) -> SweepConfig
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as error:
-        raise SparsetrainError(_describe(error, "sweep")) from None
+        raise SparsetrainError(_describe(error, "sweep", SweepConfig)) from None
 
 
 def parse_sweep(params: dict[str, Any]) -> SweepConfig:

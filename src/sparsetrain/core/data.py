@@ -1,18 +1,21 @@
 """Datasets as plain arrays: loading, validation, splitting and standardization.
 
 Every source (sklearn digits, Fashion-MNIST IDX files, synthetic data with known informative
-features, a user's CSV / Parquet table) ends up as one :class:`Dataset`, so that the rest of the
-library never cares where rows came from. Checks on user data raise :class:`SparsetrainError`
-with one line naming the parameter or column and the fix, before any training starts.
+features, a user's CSV / Parquet table, a folder of such tables that grows batch by batch) ends
+up as one :class:`Dataset`, so that the rest of the library never cares where rows came from.
+Checks on user data raise :class:`SparsetrainError` with one line naming the parameter or column
+and the fix, before any training starts.
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -309,6 +312,59 @@ def read_table(path: str | Path, separator: str | None = None) -> pd.DataFrame:
     return frame
 
 
+# --------------------------------------------------------------------------------------------
+# batches: a folder of table files that grows, one file per delivery
+
+
+BATCH_SUFFIXES = tuple(TABLE_READERS)
+
+
+def batch_files(folder: str | Path) -> list[Path]:
+    """The table files of ``folder`` in name order (name them so that it is arrival order:
+    ``batch_0001.csv``, or a date)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SparsetrainError(f"data.path '{folder}' is not a folder; point it at the folder of batch files")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in BATCH_SUFFIXES)
+
+
+def last_batches(names: Sequence[str], window: int | None) -> list[str]:
+    """The last ``window`` batch names in name order; all of them when ``window`` is None."""
+    ordered = sorted(names)
+    return ordered if window is None else ordered[-window:]
+
+
+def concat_batches(batches: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """One table of the batches, in the order given; every batch must have the first one's columns."""
+    if not batches:
+        raise SparsetrainError(
+            "data.source 'batches' found no batch files (*.csv, *.parquet) in data/01_raw/batches/ "
+            "(or data.path); add at least one"
+        )
+    first_name, first = batches[0]
+    for name, frame in batches[1:]:
+        if list(frame.columns) != list(first.columns):
+            missing = [c for c in first.columns if c not in frame.columns]
+            extra = [c for c in frame.columns if c not in first.columns]
+            detail = f"lacks {_list(missing)}" if missing else f"adds {_list(extra)}"
+            if not missing and not extra:
+                detail = "orders them differently"
+            raise SparsetrainError(
+                f"batch '{name}' does not have the columns of batch '{first_name}' (it {detail}); "
+                "fix or remove that batch file"
+            )
+    return pd.concat([frame for _, frame in batches], ignore_index=True)
+
+
+def fingerprint(ds: Dataset) -> str:
+    """sha256 of the features, targets and column names: equal data, equal fingerprint."""
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(ds.feature_names).encode())
+    digest.update(np.ascontiguousarray(ds.X, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(ds.y).tobytes())
+    return digest.hexdigest()
+
+
 def _list(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(repr(str(n)) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -460,11 +516,27 @@ def _table_source(cfg: DataSettings, table: pd.DataFrame | None) -> Dataset:
     return dataset_from_frame(table, cfg.target, cfg.task)
 
 
+def _batches_source(cfg: DataSettings, table: pd.DataFrame | None) -> Dataset:
+    """The batch files concatenated (by :func:`concat_batches`, from the catalog's folder or
+    ``data.path``), or, without them, every file of the ``data.path`` folder."""
+    if cfg.target is None:
+        raise SparsetrainError("data.target must name the label column when data.source is 'batches'")
+    if table is None:
+        if cfg.path is None:
+            raise SparsetrainError(
+                "data.source 'batches' found no batch files (*.csv, *.parquet) in data/01_raw/batches/; "
+                "add at least one, or set data.path to the folder that holds them"
+            )
+        table = concat_batches([(p.name, read_table(p, cfg.separator)) for p in batch_files(cfg.path)])
+    return dataset_from_frame(table, cfg.target, cfg.task)
+
+
 SOURCES: dict[str, Callable[[DataSettings, pd.DataFrame | None], Dataset]] = {
     "digits": _digits_source,
     "fashion_mnist": _fashion_mnist_source,
     "synthetic": _synthetic_source,
     "table": _table_source,
+    "batches": _batches_source,
 }
 
 
@@ -474,6 +546,41 @@ def load_dataset(cfg: DataSettings, table: pd.DataFrame | None = None) -> Datase
     if source is None:
         raise SparsetrainError(f"data.source '{cfg.source}' is unknown; choose one of {', '.join(SOURCES)}")
     return source(cfg, table)
+
+
+def load_source_data(
+    cfg: DataSettings,
+    raw_table: pd.DataFrame | None = None,
+    raw_batches: Mapping[str, Callable[[], pd.DataFrame]] | None = None,
+    window: int | None = None,
+) -> tuple[Dataset, dict[str, Any]]:
+    """The validated dataset of ``cfg.source`` and the record of what it holds (source, the
+    batches used, row count, fingerprint). ``table`` reads ``raw_table`` (the Kedro catalog's)
+    unless ``cfg.path`` is set; ``batches`` the ``raw_batches`` loaders by name (the catalog's
+    batch folder) or the ``cfg.path`` folder, of which the last ``window`` files are used (all
+    when None)."""
+    table, used = None, None
+    if cfg.source == "table" and cfg.path is None:
+        if cfg.separator is not None:
+            raise SparsetrainError(
+                "data.separator applies to data.path; set data.path to the file, or give raw_table "
+                "in conf/base/catalog.yml its own `separator:`"
+            )
+        table = raw_table
+    elif cfg.source == "batches":
+        if cfg.path is not None:
+            raw_batches = {p.name: partial(read_table, p, cfg.separator) for p in batch_files(cfg.path)}
+        raw_batches = raw_batches or {}
+        used = last_batches(list(raw_batches), window)
+        table = concat_batches([(name, raw_batches[name]()) for name in used]) if used else None
+    dataset = load_dataset(cfg, table)
+    validate_dataset(dataset)
+    record: dict[str, Any] = {
+        "source": cfg.source, "rows": int(dataset.X.shape[0]), "fingerprint": fingerprint(dataset)
+    }
+    if used is not None:
+        record.update(batches=used, window=window)
+    return dataset, record
 
 
 # --------------------------------------------------------------------------------------------

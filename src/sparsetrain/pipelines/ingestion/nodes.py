@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from sparsetrain.config import DataConfig
-from sparsetrain.core.data import (
-    Dataset,
-    DatasetInfo,
-    Splits,
-    Standardizer,
-    load_dataset,
-    split_dataset,
-    validate_dataset,
-)
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.core.data import Dataset, DatasetInfo, Splits, Standardizer, load_source_data, split_dataset
 
 
-def load_source(data: DataConfig, raw_table: pd.DataFrame | None) -> Dataset:
-    """Load ``data.source``; for ``table`` the ``data.path`` file, else the catalog's ``raw_table``."""
-    from_catalog = data.source == "table" and data.path is None
-    if from_catalog and data.separator is not None:
-        raise SparsetrainError(
-            "data.separator applies to data.path; set data.path to the file, or give raw_table "
-            "in conf/base/catalog.yml its own `separator:`"
-        )
-    table = raw_table if from_catalog else None
-    dataset = load_dataset(data, table)
-    validate_dataset(dataset)
-    return dataset
+def load_source(
+    data: DataConfig, raw_table: pd.DataFrame | None, raw_batches: dict[str, Callable[[], pd.DataFrame]]
+) -> Dataset:
+    """Load and validate ``data.source`` (:func:`~sparsetrain.core.data.load_source_data`): for
+    ``table`` the catalog's ``raw_table`` or the ``data.path`` file, for ``batches`` every batch file."""
+    return load_source_data(data, raw_table, raw_batches)[0]
 
 
 def describe_dataset(dataset: Dataset) -> DatasetInfo:

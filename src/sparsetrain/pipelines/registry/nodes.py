@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from sparsetrain import tracking
-from sparsetrain.config import RegistryConfig
+from sparsetrain.config import SparsetrainConfig
 from sparsetrain.core.data import Dataset, Standardizer
 from sparsetrain.serving import build_predictor, input_example
 
@@ -19,7 +19,11 @@ def register_model(
     network: nn.Module,
     dataset: Dataset,
     run_report: dict[str, Any],
-    registry: RegistryConfig,
+    run: SparsetrainConfig,
 ) -> dict[str, Any]:
+    """Register the run's model; its configuration goes with it (``run_config.json``), so that
+    a retrain can train a challenger with this model's own recipe."""
     predictor = build_predictor(standardizer, reducer, network, dataset)
-    return tracking.publish_model(run_report, predictor, input_example(dataset), dataset.task, registry)
+    return tracking.publish_model(
+        run_report, predictor, input_example(dataset), dataset.task, run.registry, config=run
+    )

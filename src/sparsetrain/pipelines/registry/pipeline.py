@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 register_model,
-                ["standardizer", "reducer", "network", "dataset", "run_report", "config:registry"],
+                ["standardizer", "reducer", "network", "dataset", "run_report", "config:run"],
                 "registered_model",
                 name="register_model",
             ),

@@ -97,20 +97,49 @@ def register_sweep_best(
     """The last node: refit the best trial on train + validation, score it once on the test split,
     log those metrics to this run, then register it (:func:`sparsetrain.tracking.publish_model`),
     tagged with the study and trial it came from. Takes ``sweep_report`` so that it runs after
-    every other file and metric of the run is logged."""
-    report.require_best(sweep_summary, f"sweep/trials.csv ({sweep_report['folder']}/{report.TRIALS})")
-    network, reducer, refit, history = trials.refit_best(
-        sweep_summary, standardized_splits, model_input, reducer, dataset_info, run
-    )
-    metrics = evaluate_network(network, refit, dataset_info, history)
+    every other file and metric of the run is logged.
+
+    Once per study and trial: a resumed sweep, or a second worker, whose best trial is already
+    registered adds no version (checked under a host lock, and again after registering, when a
+    worker on another host raced this one: the later version is deleted)."""
+    best = report.require_best(sweep_summary, f"sweep/trials.csv ({sweep_report['folder']}/{report.TRIALS})")
+    name, identity = run.registry.name_for(dataset_info.task), report.registered_identity(sweep_summary)
     run_id = tracking.active_run_id()
-    run_report = tracking.log_evaluation(run_id, metrics, history, dataset_info.task)
-    MlflowClient().log_artifact(run_id, str(tracking.run_folder(run_id) / "metrics.json"))
-    return tracking.publish_model(
-        run_report,
-        build_predictor(standardizer, reducer, network, dataset),
-        input_example(dataset),
-        dataset_info.task,
-        run.registry,
-        extra_tags=report.version_tags(sweep_summary),
-    )
+    with tracking.registration_lock(name):
+        existing = tracking.versions_tagged(name, identity)
+        if existing:
+            version = str(existing[0].version)
+            logger.info(
+                "sweep: trial %d is already registered as '%s' version %s", best["number"], name, version
+            )
+            tracking.set_run_tags(run_id, {"registration": f"already registered as version {version}"})
+            return {"registered": False, "name": name, "version": version, "run_id": run_id, **identity}
+        network, reducer, refit, history = trials.refit_best(
+            sweep_summary, standardized_splits, model_input, reducer, dataset_info, run
+        )
+        metrics = evaluate_network(network, refit, dataset_info, history)
+        run_report = tracking.log_evaluation(run_id, metrics, history, dataset_info.task)
+        MlflowClient().log_artifact(run_id, str(tracking.run_folder(run_id) / "metrics.json"))
+        published = tracking.publish_model(
+            run_report,
+            build_predictor(standardizer, reducer, network, dataset),
+            input_example(dataset),
+            dataset_info.task,
+            run.registry,
+            extra_tags=report.version_tags(sweep_summary),
+            config=trials.refit_config(best, run),
+        )
+    return _drop_if_raced(published, name, identity)
+
+
+def _drop_if_raced(published: dict[str, Any], name: str, identity: dict[str, str]) -> dict[str, Any]:
+    """A worker on another host may have registered the same trial meanwhile: the oldest version
+    stays, a later one of this run is deleted."""
+    if not published.get("registered"):
+        return published
+    oldest = str(tracking.versions_tagged(name, identity)[0].version)
+    if oldest != published["version"]:
+        MlflowClient().delete_model_version(name, published["version"])
+        logger.info("sweep: another worker registered this trial first (version %s); dropped ours", oldest)
+        return {**published, "registered": False, "version": oldest}
+    return published

@@ -206,13 +206,21 @@ def best_run_tags(summary: Mapping[str, Any]) -> dict[str, str]:
 
 
 def version_tags(summary: Mapping[str, Any]) -> dict[str, str]:
-    """Tags of the registered version of the refit best model: the study and trial it came from."""
+    """Tags of the registered version of the refit best model: the study (name and storage) and
+    trial it came from; :func:`registered_identity` is the part that identifies it."""
     best = require_best(summary)
     return {
         "sweep_study": summary["study_name"],
+        "sweep_storage": summary["storage"],
         "sweep_trial": str(best["number"]),
         f"sweep_{summary['objective']}": f"{best['value']:.6f}",
     }
+
+
+def registered_identity(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The version tags that say "this trial of this study": a study registers each trial once."""
+    tags = version_tags(summary)
+    return {key: tags[key] for key in ("sweep_study", "sweep_storage", "sweep_trial")}
 
 
 def write_reports(folder: Path, trials: pd.DataFrame, summary: Mapping[str, Any]) -> list[Path]:
