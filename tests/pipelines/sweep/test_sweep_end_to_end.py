@@ -177,6 +177,21 @@ def test_a_killed_sweep_loses_only_its_trial_and_resumes(project):
     assert MlflowClient().get_run(in_flight.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
 
 
+def test_a_resumed_sweep_registers_its_best_trial_once(project):
+    conf = project / "conf" / "base" / "parameters_sweep.yml"
+    text = conf.read_text()
+    space = text[text.index("  space:"):]
+    conf.write_text(text.replace(space, "  space:\n    sparsity.penalty: [l1]\n"))  # every trial the same
+    for _ in range(2):
+        kedro_sweep(project, f"sweep.study_name=once,sweep.n_trials=1,{FAST}")
+    assert len(optuna.load_study(study_name="once", storage=STORAGE).trials) == 2
+    (version,) = MlflowClient().search_model_versions("")
+    assert version.tags["sweep_trial"] == "0"
+    parents = all_runs()
+    parents = parents[parents["tags.mlflow.parentRunId"].isna()].sort_values("start_time")
+    assert parents["tags.registration"].tolist() == ["registered", "already registered as version 1"]
+
+
 def test_two_workers_share_one_study(project):
     params = f"sweep.study_name=pair,sweep.n_trials=3,{FAST}"
     first = start_sweep(project, params)
@@ -195,6 +210,9 @@ def test_two_workers_share_one_study(project):
     nested = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert sorted(nested["tags.mlflow.parentRunId"].value_counts()) == [3, 3]
     assert nested["tags.sweep_trial"].astype(int).sort_values().tolist() == list(range(6))
+    # each worker registers the best it saw; a trial is never registered twice
+    trials_registered = [v.tags["sweep_trial"] for v in MlflowClient().search_model_versions("")]
+    assert len(trials_registered) == len(set(trials_registered)) >= 1
     # each worker logged its own reports, from its own folder: never the other's file
     for parent in set(nested["tags.mlflow.parentRunId"]):
         logged = mlflow.artifacts.download_artifacts(
