@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -57,6 +58,30 @@ def epoch_progress(total: int, log_line: Callable) -> Iterator[Callable]:
 
         yield advance
 
+
+
+def ignore_library_warnings() -> None:
+    """Deprecations and notices inside Kedro, kedro-mlflow and MLflow that this project cannot act
+    on, so that a clean `kedro run` prints no warning; anything else still shows. Installed by
+    the project settings and, earlier, by the CLI hook entry point (:mod:`sparsetrain.cli_hooks`):
+    kedro-mlflow's CLI defines a PythonModel without type hints while Kedro loads the plugins'
+    commands, before the project settings exist."""
+    for pattern in LIBRARY_NOTICES:
+        warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
+    # MLflow re-enables its own UserWarnings inside some calls (warnings.catch_warnings +
+    # simplefilter("once")), which no filter outlives: drop them where Kedro logs warnings.
+    py_warnings = logging.getLogger("py.warnings")
+    if not any(isinstance(f, _DropLibraryNotices) for f in py_warnings.filters):
+        py_warnings.addFilter(_DropLibraryNotices())
+
+
+LIBRARY_NOTICES = (r"register_new_resolver\(\) is deprecated", r".*Add type hints to the `predict` method")
+
+
+class _DropLibraryNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(re.search(pattern, message) for pattern in LIBRARY_NOTICES)
 
 
 def quiet_defaults() -> None:
