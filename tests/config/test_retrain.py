@@ -63,3 +63,9 @@ def test_the_metric_must_be_one_of_the_task():
 
 def test_retrain_is_a_known_top_level_section():
     check_sections({"retrain": {}, "data": {}})
+
+
+def test_a_window_needs_batches():
+    with pytest.raises(SparsetrainError, match="retrain.window counts batch files, but data.source is 'digits'"):
+        check_retrain(RetrainConfig(window=2), parse_config({}))
+    check_retrain(RetrainConfig(window=2), parse_config({"data": {"source": "batches", "target": "y"}}))

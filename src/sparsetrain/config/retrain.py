@@ -66,8 +66,14 @@ def is_minimized(metric: str) -> bool:
 
 
 def check_retrain(cfg: RetrainConfig, run: SparsetrainConfig) -> None:
-    """The section against the run's task: a metric the task has (``test_rmse`` is not a
-    classifier's). Raised at start-up of a retrain, before the lock or a run exists."""
+    """The section against the run: a metric the task has (``test_rmse`` is not a classifier's),
+    and a window only over batches. Raised at start-up of a retrain, before the lock or a run
+    exists."""
+    if cfg.window is not None and run.data.source != "batches":
+        raise SparsetrainError(
+            f"retrain.window counts batch files, but data.source is '{run.data.source}'; set "
+            "data.source=batches (a folder of batch files) or retrain.window=null"
+        )
     task = run.data.task
     valid = (*MAXIMIZED[task], *MINIMIZED[task])
     if cfg.metric not in valid:
