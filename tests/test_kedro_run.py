@@ -63,6 +63,8 @@ def registered_versions() -> list:
 def test_default_run_trains_tracks_and_registers(project):
     result = kedro_run(project, "training.epochs=15")
     assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "warning" in line.lower()]
+    assert not warnings, "a clean run printed warnings:\n" + "\n".join(warnings)
     runs = finished_runs()
     assert len(runs) == 1
     run = runs.iloc[0]

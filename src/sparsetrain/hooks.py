@@ -28,12 +28,12 @@ CHAMPION_PIPELINES = ("retrain", "rollback")
 
 
 def config_inputs(
-    cfg: SparsetrainConfig, sweep: SweepConfig | None, retrain: RetrainConfig
+    cfg: SparsetrainConfig, sweep: SweepConfig | None = None, retrain: RetrainConfig | None = None
 ) -> dict[str, object]:
     """The catalog entries holding the typed sections, by dataset name."""
     inputs: dict[str, object] = {f"config:{name}": getattr(cfg, name) for name in SECTIONS}
     inputs["config:run"] = cfg
-    inputs["config:retrain"] = retrain
+    inputs["config:retrain"] = retrain or RetrainConfig()
     if sweep is not None:
         inputs["config:sweep"] = sweep
     return inputs

@@ -26,7 +26,7 @@ class KeptDataset(MemoryDataset):
 
 
 def run_slice(cfg, pipeline, outputs):
-    catalog = DataCatalog({"raw_table": MemoryDataset(None), **{name: KeptDataset() for name in outputs}})
+    catalog = DataCatalog({"raw_table": MemoryDataset(None), "raw_batches": MemoryDataset({}), **{name: KeptDataset() for name in outputs}})
     for name, value in config_inputs(cfg, None).items():
         catalog[name] = value
     SequentialRunner().run(pipeline, catalog)

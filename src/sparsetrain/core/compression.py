@@ -1,8 +1,8 @@
 """Input compression before training: PCA, truncated SVD and random projections.
 
-A reducer is an ordinary scikit-learn transformer fitted on the training split only, so that it
-can be pickled into the served model next to the standardizer. Bad ``compression.*`` settings
-raise :class:`SparsetrainError` before anything is fitted.
+A reducer is an ordinary scikit-learn transformer fitted on the training split only; the served
+model stores it as the affine map it is (:class:`sparsetrain.core.predictor.AffineReducer`). Bad
+``compression.*`` settings raise :class:`SparsetrainError` before anything is fitted.
 """
 
 from __future__ import annotations

@@ -679,8 +679,8 @@ def split_dataset(ds: Dataset, val_size: float, test_size: float, seed: int) -> 
 class Standardizer:
     """Per-feature ``(x - mean) / std``, fitted on the training split only.
 
-    Plain numpy so it pickles into the served model; constant features get scale 1 so they map
-    to 0 instead of NaN.
+    Plain numpy (the served model stores mean and scale as tensors); constant features get scale 1
+    so they map to 0 instead of NaN.
     """
 
     mean_: np.ndarray

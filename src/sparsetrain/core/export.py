@@ -68,10 +68,12 @@ def _decode(name: str, tensors: dict[str, Tensor], info: dict[str, Any]) -> Tens
     cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     values = tensors[f"{name}::values"]
     if info["encoding"] == "csr":
-        matrix = torch.sparse_csr_tensor(  # indices read from a file: check them (bad ones would crash)
-            tensors[f"{name}::indptr"].long(), tensors[f"{name}::indices"].long(), values, size=(rows, cols),
-            check_invariants=True,
-        ).to_dense()
+        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            matrix = torch.sparse_csr_tensor(  # indices read from a file: check them (bad ones would crash)
+                tensors[f"{name}::indptr"].long(), tensors[f"{name}::indices"].long(), values,
+                size=(rows, cols), check_invariants=True,
+            ).to_dense()
     else:
         mask = np.unpackbits(tensors[f"{name}::bitmask"].numpy())[: rows * cols].astype(bool)
         dense = torch.zeros(rows * cols, dtype=values.dtype)
