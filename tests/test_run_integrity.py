@@ -107,7 +107,7 @@ def one_line_error(result: subprocess.CompletedProcess, *named: str) -> str:
     [
         ("registry.model_name=a/b", ("registry.model_name", "'/'")),
         ("nosuchsection.x=1", ("nosuchsection",)),
-        ("evaluation.cv_folds=3", ("evaluation",)),
+        ("evaluaton.cv_folds=3", ("evaluaton", "did you mean 'evaluation'")),
         ("sparsity.strenght=1e-3", ("sparsity.strenght", "did you mean 'strength'")),
         ("trainig.epochs=2", ("trainig", "did you mean 'training'")),
     ],

@@ -12,13 +12,17 @@ from kedro.framework.hooks import hook_impl
 
 from sparsetrain.config import (
     SECTIONS,
+    PathConfig,
     RetrainConfig,
     SparsetrainConfig,
+    StudyConfig,
     SweepConfig,
     check_retrain,
     check_sweep,
     parse_config,
+    parse_path_section,
     parse_retrain_section,
+    parse_study_section,
     parse_sweep_section,
 )
 from sparsetrain.locks import ModelLock
@@ -28,12 +32,18 @@ CHAMPION_PIPELINES = ("retrain", "rollback")
 
 
 def config_inputs(
-    cfg: SparsetrainConfig, sweep: SweepConfig | None = None, retrain: RetrainConfig | None = None
+    cfg: SparsetrainConfig,
+    sweep: SweepConfig | None = None,
+    retrain: RetrainConfig | None = None,
+    path: PathConfig | None = None,
+    study: StudyConfig | None = None,
 ) -> dict[str, object]:
     """The catalog entries holding the typed sections, by dataset name."""
     inputs: dict[str, object] = {f"config:{name}": getattr(cfg, name) for name in SECTIONS}
     inputs["config:run"] = cfg
     inputs["config:retrain"] = retrain or RetrainConfig()
+    inputs["config:path"] = path or PathConfig()
+    inputs["config:study"] = study or StudyConfig()
     if sweep is not None:
         inputs["config:sweep"] = sweep
     return inputs
@@ -51,6 +61,8 @@ class RunConfigHook:
         self.config: SparsetrainConfig | None = None
         self.sweep: SweepConfig | None = None
         self.retrain: RetrainConfig = RetrainConfig()
+        self.path: PathConfig = PathConfig()
+        self.study: StudyConfig = StudyConfig()
         self.lock: ModelLock | None = None
 
     @hook_impl
@@ -60,10 +72,13 @@ class RunConfigHook:
         # conf/base/parameters_sweep.yml: its own keys are checked whatever runs
         self.sweep = parse_sweep_section(params["sweep"]) if "sweep" in params else None
         self.retrain = parse_retrain_section(params.get("retrain"))
+        self.path = parse_path_section(params.get("path"))
+        self.study = parse_study_section(params.get("study"))
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
-        for name, value in config_inputs(self.config, self.sweep, self.retrain).items():
+        sections = config_inputs(self.config, self.sweep, self.retrain, self.path, self.study)
+        for name, value in sections.items():
             catalog[name] = value
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow opens the run

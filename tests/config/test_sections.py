@@ -47,7 +47,7 @@ def test_hidden_sizes_parse_from_cli_strings():
 @pytest.mark.parametrize(
     "params, named",
     [
-        ({"evaluation": {"cv_folds": 3}}, "unknown parameter section 'evaluation'"),
+        ({"evaluaton": {"cv_folds": 3}}, "unknown parameter section 'evaluaton' (did you mean 'evaluation'?)"),
         ({"trainig": {"epochs": 2}}, "did you mean 'training'"),
         ({"sparsity": {"strenght": 1e-3}}, "did you mean 'strength'"),
         ({"registry": {"model_name": "a/b"}}, "registry.model_name"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsetrain.core.init import INITIALIZERS, RELU_GAIN, initialize
+from sparsetrain.core.init import INITIALIZERS, NAIVE_STD, RELU_GAIN, initialize
 from sparsetrain.errors import SparsetrainError
 
 LAYERS = {
@@ -28,6 +28,8 @@ def expected_std(name: str, fan_in: int, fan_out: int, rows: int) -> float:
         return RELU_GAIN * math.sqrt(2.0 / (fan_in + fan_out))
     if name.startswith("kaiming"):
         return RELU_GAIN / math.sqrt(fan_in)
+    if name == "normal":  # the naive baseline: one std whatever the layer
+        return NAIVE_STD
     return RELU_GAIN / math.sqrt(max(rows, fan_in))  # orthogonal
 
 

@@ -86,9 +86,9 @@ class ModelConfig(_Section):
     hidden: tuple[int, ...] = (300, 100)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     batch_norm: bool = False
-    init: Literal["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal"] = (
-        "kaiming_uniform"
-    )
+    init: Literal[
+        "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal", "normal"
+    ] = "kaiming_uniform"
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -122,6 +122,9 @@ class SparsityConfig(_Section):
     prune_end: float = Field(0.75, gt=0.0, le=1.0)
     # threshold / structured: epochs of fine-tuning with the mask fixed after pruning
     finetune_epochs: int = Field(5, ge=0)
+    # greedy feature selection (linear models): forward stepwise up to max_features
+    selection: Literal["none", "forward"] = "none"
+    max_features: int | None = Field(None, ge=1)
 
     @field_validator("strength", "threshold")
     @classmethod
@@ -135,6 +138,19 @@ class SparsityConfig(_Section):
         if self.prune_start >= self.prune_end:
             raise ValueError("sparsity.prune_start must be < sparsity.prune_end")
         return self
+
+
+class EvaluationConfig(_Section):
+    # k-fold cross-validation of the whole recipe (standardizer, reducer, training refit per fold)
+    cv_folds: int = Field(0, ge=0)  # 0 = off
+    cv_repeats: int = Field(1, ge=1)
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _check_folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2 folds")
+        return value
 
 
 class TrainingConfig(_Section):
@@ -198,6 +214,7 @@ class SparsetrainConfig(_Section):
     model: ModelConfig = ModelConfig()
     sparsity: SparsityConfig = SparsityConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
@@ -213,6 +230,11 @@ class SparsetrainConfig(_Section):
                     "model.kind 'cnn' needs the image shape, which compression.method "
                     f"'{self.compression.method}' destroys; set compression.method=none or use mlp"
                 )
+        if self.sparsity.selection != "none" and self.model.kind != "linear":
+            raise ValueError(
+                f"sparsity.selection '{self.sparsity.selection}' selects input features of a linear model; "
+                f"set model.kind=linear or sparsity.selection=none"
+            )
         if self.data.task == "regression" and self.data.source in ("digits", "fashion_mnist"):
             raise ValueError(f"data.source '{self.data.source}' is a classification set; set data.task=classification")
         return self
@@ -291,11 +313,11 @@ def parse_section(section: str, raw: dict[str, Any] | BaseModel | None) -> Any:
 
 
 # Top-level parameter keys that are not run sections; each has its own parser.
-OTHER_SECTIONS = ("sweep", "retrain")
+OTHER_SECTIONS = ("sweep", "retrain", "path", "study")
 
 
 def check_sections(params: dict[str, Any]) -> None:
-    """An unknown top-level key (``evaluation.cv_folds=3`` before that section exists) is an error,
+    """An unknown top-level key (``evaluaton.cv_folds=3``) is an error,
     never silently ignored."""
     known = [*SECTIONS, *OTHER_SECTIONS]
     for name in params:

@@ -50,12 +50,22 @@ def _orthogonal(w: Tensor) -> None:
     nn.init.orthogonal_(w, gain=RELU_GAIN)
 
 
+NAIVE_STD = 0.01
+
+
+def _normal(w: Tensor) -> None:
+    """The naive baseline the proper initializations are measured against: ``N(0, 0.01^2)`` for
+    every layer, whatever its fan-in (signals shrink layer by layer; claim C3 of the study)."""
+    nn.init.normal_(w, mean=0.0, std=NAIVE_STD)
+
+
 INITIALIZERS: dict[str, Callable[[Tensor], None]] = {
     "xavier_uniform": _xavier_uniform,
     "xavier_normal": _xavier_normal,
     "kaiming_uniform": _kaiming_uniform,
     "kaiming_normal": _kaiming_normal,
     "orthogonal": _orthogonal,
+    "normal": _normal,
 }
 
 

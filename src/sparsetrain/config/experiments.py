@@ -1,0 +1,57 @@
+"""The sections of the experiment pipelines: ``path`` (conf/base/parameters_path.yml, the
+regularization path of a linear model) and ``study`` (conf/base/parameters_study.yml, the claims
+C1..C8 tested over seeds). Checked at start-up like every section."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from sparsetrain.config.sections import _describe, _Section
+from sparsetrain.errors import SparsetrainError
+
+STUDY_DATASETS = ("digits", "fashion_mnist", "synthetic")
+
+
+class PathConfig(_Section):
+    n_strengths: int = Field(50, ge=2)  # log-spaced, from the smallest strength that zeroes every weight
+    min_ratio: float = Field(1.0e-3, gt=0.0, lt=1.0)  # the path ends at min_ratio x that strength
+    choose: Literal["min", "1se"] = "1se"  # best CV metric, or the sparsest within one standard error
+
+
+class StudyConfig(_Section):
+    preset: Literal["full", "quick"] = "full"  # quick: digits, 2 seeds, few epochs (tests)
+    seeds: int = Field(5, ge=2)  # a paired test needs at least two
+    datasets: tuple[Literal["digits", "fashion_mnist", "synthetic"], ...] = ("digits", "fashion_mnist")
+    summarize_only: bool = False  # rebuild the report from the recorded runs, without training
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not value:
+            raise ValueError("name at least one dataset")
+        return value
+
+
+def _parse(name: str, model: type[BaseModel], raw: Any) -> Any:
+    if isinstance(raw, model):
+        return raw
+    if raw is not None and not isinstance(raw, dict):
+        raise SparsetrainError(
+            f"parameter '{name}' must be a mapping (see conf/base/parameters_{name}.yml), got {raw!r}"
+        )
+    try:
+        return model.model_validate(raw or {})
+    except ValidationError as error:
+        raise SparsetrainError(_describe(error, name, model)) from None
+
+
+def parse_path_section(raw: dict[str, Any] | PathConfig | None) -> PathConfig:
+    return _parse("path", PathConfig, raw)
+
+
+def parse_study_section(raw: dict[str, Any] | StudyConfig | None) -> StudyConfig:
+    return _parse("study", StudyConfig, raw)
