@@ -43,6 +43,7 @@ PIPELINES: dict[str, Callable[[], Pipeline]] = {
     "sweep": lambda: stages("ingestion", "compression", "sweep"),
     "retrain": retrain,
     "rollback": lambda: stage("rollback"),
+    "study": lambda: stage("study"),
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -190,6 +191,58 @@ def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
 
 def log_folder(run_id: str, folder: Path, artifact_path: str | None = None) -> None:
     MlflowClient().log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+
+def log_nested_run(
+    parent_run_id: str,
+    name: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str] = {},
+    params: Mapping[str, Any] = {},
+    histories: Mapping[str, Sequence[float]] = {},
+) -> str:
+    """A FINISHED run nested under ``parent_run_id`` (tag ``mlflow.parentRunId``, same
+    experiment) holding ``params`` (dotted, as :func:`log_params` encodes them), ``metrics``
+    (non-finite values left out), per-epoch ``histories`` and ``tags``; returns its id. Made with the client, so the active run stays the parent's; it
+    carries the process tags, so that if the process dies before it is closed, the next run marks
+    it KILLED with its parent (:func:`close_orphans`)."""
+    client = MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run_tags = {"mlflow.parentRunId": parent_run_id, **process_tags(), **{k: str(v) for k, v in tags.items()}}
+    run_id = client.create_run(experiment_id, run_name=name, tags=run_tags).info.run_id
+    if params:
+        from mlflow.entities import Param
+
+        encode = lambda value: json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)  # noqa: E731
+        entries = [Param(key, encode(value)) for key, value in params.items()]
+        for start in range(0, len(entries), 100):  # MLflow's limit of params per batch
+            client.log_batch(run_id, params=entries[start : start + 100])
+    log_metrics(run_id, {k: v for k, v in metrics.items() if math.isfinite(v)}, histories)
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run_id
+
+
+def child_runs(parent_run_id: str) -> list[Run]:
+    """The FINISHED runs nested under ``parent_run_id``."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'FINISHED'",
+        max_results=50000,
+    )
+
+
+def latest_run_tagged(key: str, value: str, exclude: str | None = None) -> Run | None:
+    """The most recent FINISHED run of the active experiment with tag ``key = value``."""
+    client = MlflowClient()
+    experiment = mlflow.active_run().info.experiment_id
+    found = client.search_runs(
+        [experiment], filter_string=f"tags.{key} = '{value}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=10,
+    )
+    found = [run for run in found if run.info.run_id != exclude]
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------------------------
