@@ -55,6 +55,7 @@ NODE_PHASE = {
     "train_model": "train",
     "evaluate_model": "evaluate", "plot_evaluation": "evaluate",
     "list_selected_features": "evaluate", "score_feature_selection": "evaluate",
+    "cross_validate_recipe": "evaluate",
     # report_run logs metrics and writes + logs the run's files (PNG rendering included), as the
     # MLflow dataset saves did before it; register_model logs and registers the model
     "report_run": "mlflow", "register_model": "mlflow",

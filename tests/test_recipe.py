@@ -51,7 +51,8 @@ def test_train_settings_carries_every_value():
 
 
 def test_every_sparsity_key_reaches_the_penalty_or_the_pruner():
-    assert set(SparsityConfig.model_fields) == PENALTY_KEYS | {"pruning"} | set(pruner_keywords())
+    selection = {"selection", "max_features"}  # read by train_network's forward-selection branch
+    assert set(SparsityConfig.model_fields) == PENALTY_KEYS | {"pruning"} | set(pruner_keywords()) | selection
     defaults = SparsityConfig()
     assert {name: p.default for name, p in pruner_keywords().items()} == {
         name: getattr(defaults, name) for name in pruner_keywords()

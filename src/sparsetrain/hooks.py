@@ -17,6 +17,7 @@ from sparsetrain.config import (
     SparsetrainConfig,
     StudyConfig,
     SweepConfig,
+    check_path,
     check_retrain,
     check_sweep,
     parse_config,
@@ -90,6 +91,8 @@ class RunConfigHook:
             check_sweep(self.sweep or parse_sweep_section(None), self.config)
         if "retrain" in names:
             check_retrain(self.retrain, self.config)
+        if "path" in names:
+            check_path(self.config)
         if set(names) & set(CHAMPION_PIPELINES):
             self._lock_champion()
 
@@ -134,5 +137,7 @@ class RunRecordHook:
             start_run_record(None, f"rollback-{cfg.registry.name_for(cfg.data.task)}")
         elif "sweep" in names and sweep is not None:
             start_run_record(cfg, f"sweep-{sweep.study_name}")
+        elif "path" in names:  # the strength is the path's choice (metric path_chosen_strength)
+            start_run_record(cfg, None, omit=("sparsity.strength",))
         else:
             start_run_record(cfg, run_name(cfg))

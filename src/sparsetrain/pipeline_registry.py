@@ -43,6 +43,8 @@ PIPELINES: dict[str, Callable[[], Pipeline]] = {
     "sweep": lambda: stages("ingestion", "compression", "sweep"),
     "retrain": retrain,
     "rollback": lambda: stage("rollback"),
+    # ingestion's split (the path fits its own standardizer on train + validation, and per fold)
+    "path": lambda: stage("ingestion").to_outputs("raw_splits", "dataset_info") + stage("path"),
     "study": lambda: stage("study"),
 }
 

@@ -13,7 +13,14 @@ from torch import nn
 
 from sparsetrain.core.data import DatasetInfo, Splits
 from sparsetrain.core.export import to_bytes, to_sparse_inference
-from sparsetrain.core.metrics import selected_features, sparsity_metrics, speed_metrics, task_metrics
+from sparsetrain.core.metrics import (
+    layer_metrics,
+    selected_features,
+    sparsity_metrics,
+    speed_metrics,
+    task_metrics,
+)
+from sparsetrain.core.selection import f1_of
 from sparsetrain.core.training import History
 
 
@@ -32,7 +39,8 @@ def chance_accuracy(y: np.ndarray) -> float:
 def evaluate_network(
     network: nn.Module, splits: Splits, info: DatasetInfo, history: History, speed: bool = True
 ) -> dict[str, float]:
-    """Every scalar metric of design.md, computed once; the names are the MLflow metric names.
+    """Every scalar metric of design.md, computed once; the names are the MLflow metric names,
+    per-layer ones included (``density.<layer>``, ``nonzeros.<layer>``, :func:`layer_metrics`).
     ``speed=False`` skips the latency timings (a sweep trial does not need them)."""
     task = info.task
     metrics: dict[str, float] = {}
@@ -42,6 +50,7 @@ def evaluate_network(
     if task == "classification":
         metrics["test_chance_accuracy"] = chance_accuracy(splits.y_test)
     metrics.update(sparsity_metrics(network))
+    metrics.update(layer_metrics(network))  # density.layer0, nonzeros.layer0, ...
     metrics["bytes_sparse"] = float(len(to_bytes(network)))
     metrics["train_seconds"] = float(history.seconds)
     metrics["epochs_run"] = float(history.epochs_run)
@@ -82,11 +91,12 @@ def feature_table(network: nn.Module, info: DatasetInfo, n_components: int | Non
 
 
 def selection_scores(selected: pd.DataFrame, info: DatasetInfo) -> dict[str, float]:
-    """Where the truly informative features are known (synthetic data): precision and recall of
-    the selected set; otherwise only the count."""
+    """Where the truly informative features are known (synthetic data): precision, recall and F1
+    of the selected set; otherwise only the count."""
     scores = {"selected_features": float(len(selected))}
     if info.informative and "informative" in selected:
         hits = int(selected["informative"].sum())
         scores["selection_precision"] = hits / max(len(selected), 1)
         scores["selection_recall"] = hits / len(info.informative)
+        scores["selection_f1"] = f1_of(scores["selection_precision"], scores["selection_recall"])
     return scores

@@ -119,16 +119,17 @@ def close_orphans(client: MlflowClient, experiment_id: str, own_run_id: str | No
     return sorted(dead)
 
 
-def start_run_record(cfg: SparsetrainConfig | None, name: str | None) -> None:
+def start_run_record(cfg: SparsetrainConfig | None, name: str | None, omit: Sequence[str] = ()) -> None:
     """At the start of the active run: close orphans, tag this run with its process, then name it
     and log ``cfg`` as its parameters. A retrain passes None for both: its node logs the
-    challenger's configuration, known only once the champion is read."""
+    challenger's configuration, known only once the champion is read; ``omit`` leaves out keys
+    that the pipeline chooses itself (a path's ``sparsity.strength``)."""
     run = mlflow.active_run()
     client = MlflowClient()
     close_orphans(client, run.info.experiment_id, own_run_id=run.info.run_id)
     mlflow.set_tags({**process_tags(), **({"mlflow.runName": name} if name else {})})
     if cfg is not None:
-        log_params(cfg.flat())
+        log_params({key: value for key, value in cfg.flat().items() if key not in omit})
 
 
 def log_params(flat: Mapping[str, Any]) -> None:
@@ -203,9 +204,10 @@ def log_nested_run(
 ) -> str:
     """A FINISHED run nested under ``parent_run_id`` (tag ``mlflow.parentRunId``, same
     experiment) holding ``params`` (dotted, as :func:`log_params` encodes them), ``metrics``
-    (non-finite values left out), per-epoch ``histories`` and ``tags``; returns its id. Made with the client, so the active run stays the parent's; it
-    carries the process tags, so that if the process dies before it is closed, the next run marks
-    it KILLED with its parent (:func:`close_orphans`)."""
+    (non-finite values left out), per-epoch ``histories`` and ``tags``; returns its id. Made with
+    the client, so the active run stays the parent's; it carries the process tags, so that if the
+    process dies before it is closed, the next run marks it KILLED with its parent
+    (:func:`close_orphans`)."""
     client = MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     run_tags = {"mlflow.parentRunId": parent_run_id, **process_tags(), **{k: str(v) for k, v in tags.items()}}

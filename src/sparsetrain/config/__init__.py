@@ -8,7 +8,13 @@
 - :mod:`.space`: the plain search-space specs and the Pareto rule, free of pydantic and Optuna.
 """
 
-from sparsetrain.config.experiments import PathConfig, StudyConfig, parse_path_section, parse_study_section
+from sparsetrain.config.experiments import (
+    PathConfig,
+    StudyConfig,
+    check_path,
+    parse_path_section,
+    parse_study_section,
+)
 from sparsetrain.config.retrain import RetrainConfig, check_retrain, is_minimized, parse_retrain_section
 from sparsetrain.config.sections import (
     SECTIONS,
@@ -30,7 +36,7 @@ from sparsetrain.config.sweep import SweepConfig, check_sweep, parse_space, pars
 __all__ = [
     "SECTIONS", "CompressionConfig", "DataConfig", "EvaluationConfig", "ModelConfig", "PathConfig",
     "RegistryConfig", "RetrainConfig", "SparsetrainConfig", "SparsityConfig", "StudyConfig", "SweepConfig",
-    "TrainingConfig", "check_retrain", "check_sweep", "flatten", "is_minimized", "parse_config",
+    "TrainingConfig", "check_path", "check_retrain", "check_sweep", "flatten", "is_minimized", "parse_config",
     "parse_path_section", "parse_retrain_section", "parse_section", "parse_space", "parse_study_section",
     "parse_sweep", "parse_sweep_section", "unflatten",
 ]

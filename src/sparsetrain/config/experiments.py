@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from sparsetrain.config.sections import _describe, _Section
+from sparsetrain.config.sections import SparsetrainConfig, _describe, _Section
 from sparsetrain.errors import SparsetrainError
 
 STUDY_DATASETS = ("digits", "fashion_mnist", "synthetic")
@@ -55,3 +55,27 @@ def parse_path_section(raw: dict[str, Any] | PathConfig | None) -> PathConfig:
 
 def parse_study_section(raw: dict[str, Any] | StudyConfig | None) -> StudyConfig:
     return _parse("study", StudyConfig, raw)
+
+
+def check_path(run: SparsetrainConfig) -> None:
+    """One line naming the key when the run has no regularization path: a model that is not
+    linear, pruning or greedy selection on top of the penalty (the model would no longer be the
+    path's solution), or a penalty without a strength that zeroes every weight."""
+    if run.model.kind != "linear":
+        raise SparsetrainError(
+            f"model.kind '{run.model.kind}': the path pipeline solves linear models exactly; "
+            "set model.kind=linear"
+        )
+    if run.sparsity.pruning != "none":
+        raise SparsetrainError(
+            f"sparsity.pruning '{run.sparsity.pruning}': a path varies the penalty's strength only; "
+            "set sparsity.pruning=none"
+        )
+    if run.sparsity.selection != "none":
+        raise SparsetrainError(
+            f"sparsity.selection '{run.sparsity.selection}' is greedy selection, not a penalty path; "
+            "set sparsity.selection=none"
+        )
+    from sparsetrain.core.path import path_penalty  # torch: only when a path is asked for
+
+    path_penalty(run.sparsity.penalty, run.sparsity.l1_ratio, run.sparsity.groups)

@@ -203,7 +203,8 @@ class RegistryConfig(_Section):
     def name_for(self, task: str) -> str:
         """The registered model name: the configured one, or one per task so that a regressor
         never lands under the classifier's name."""
-        return self.model_name or ("sparsetrain-regressor" if task == "regression" else "sparsetrain-classifier")
+        by_task = "sparsetrain-regressor" if task == "regression" else "sparsetrain-classifier"
+        return self.model_name or by_task
 
 
 class SparsetrainConfig(_Section):
@@ -236,7 +237,9 @@ class SparsetrainConfig(_Section):
                 f"set model.kind=linear or sparsity.selection=none"
             )
         if self.data.task == "regression" and self.data.source in ("digits", "fashion_mnist"):
-            raise ValueError(f"data.source '{self.data.source}' is a classification set; set data.task=classification")
+            raise ValueError(
+                f"data.source '{self.data.source}' is a classification set; set data.task=classification"
+            )
         return self
 
     def flat(self) -> dict[str, Any]:

@@ -18,11 +18,23 @@ from typing import Any, Literal
 
 Direction = Literal["maximize", "minimize"]
 
-# Objectives the sweep can optimise: the validation metrics that evaluation computes, and the
-# validation loss at the best epoch.
+# Objectives the sweep can optimise: the validation metrics that evaluation computes, the
+# validation loss at the best epoch, and the cross-validated ones: ``cv_val_accuracy`` is the mean
+# of val_accuracy over the held-out parts of ``evaluation.cv_folds`` folds (x cv_repeats).
 CLASSIFICATION_OBJECTIVES = ("val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro")
 REGRESSION_OBJECTIVES = ("val_r2", "val_rmse")
-OBJECTIVES = CLASSIFICATION_OBJECTIVES + REGRESSION_OBJECTIVES + ("val_loss",)
+CV_PREFIX = "cv_"
+CV_CLASSIFICATION_OBJECTIVES = tuple(CV_PREFIX + name for name in CLASSIFICATION_OBJECTIVES)
+CV_REGRESSION_OBJECTIVES = tuple(CV_PREFIX + name for name in REGRESSION_OBJECTIVES)
+OBJECTIVES = (
+    CLASSIFICATION_OBJECTIVES + REGRESSION_OBJECTIVES + ("val_loss",)
+    + CV_CLASSIFICATION_OBJECTIVES + CV_REGRESSION_OBJECTIVES
+)
+
+
+def is_cv_objective(objective: str) -> bool:
+    """A cross-validated objective (``cv_val_accuracy``): a trial is scored over folds."""
+    return objective.startswith(CV_PREFIX)
 
 
 @dataclass(frozen=True)

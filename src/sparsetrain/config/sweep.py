@@ -22,12 +22,15 @@ from sparsetrain.config.sections import (
 )
 from sparsetrain.config.space import (
     CLASSIFICATION_OBJECTIVES,
+    CV_CLASSIFICATION_OBJECTIVES,
+    CV_REGRESSION_OBJECTIVES,
     OBJECTIVES,
     REGRESSION_OBJECTIVES,
     Choice,
     ParamSpec,
     Range,
     direction,
+    is_cv_objective,
 )
 from sparsetrain.errors import SparsetrainError
 
@@ -37,6 +40,7 @@ _RANGE_KEYS = {"low", "high", "log", "step"}
 _FIXED_SECTIONS = {
     "data": "every trial must be scored on the same validation split",
     "registry": "the best trial is registered under one model name",
+    "evaluation": "every trial must be scored the same way (a cv_ objective over the same folds)",
 }
 
 
@@ -264,10 +268,17 @@ def check_sweep(cfg: SweepConfig, base: SparsetrainConfig) -> None:
                 raise SparsetrainError(_value_error(key, value, str(error))) from None
     classification = base.data.task == "classification"
     task_objectives = CLASSIFICATION_OBJECTIVES if classification else REGRESSION_OBJECTIVES
-    if cfg.objective not in task_objectives + ("val_loss",):
+    task_objectives += ("val_loss",)
+    task_objectives += CV_CLASSIFICATION_OBJECTIVES if classification else CV_REGRESSION_OBJECTIVES
+    if cfg.objective not in task_objectives:
         raise SparsetrainError(
             f"sweep.objective: '{cfg.objective}' is not a {base.data.task} metric; "
-            f"use one of {', '.join(task_objectives + ('val_loss',))}"
+            f"use one of {', '.join(task_objectives)}"
+        )
+    if is_cv_objective(cfg.objective) and base.evaluation.cv_folds < 2:
+        raise SparsetrainError(
+            f"sweep.objective: '{cfg.objective}' scores each trial over evaluation.cv_folds folds, but "
+            f"evaluation.cv_folds is {base.evaluation.cv_folds}; set evaluation.cv_folds=5 (at least 2)"
         )
     if base.data.val_size <= 0:
         raise SparsetrainError("data.val_size: a sweep scores trials on the validation split; set it > 0")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn import metrics as skm
 from torch import nn
 
-from sparsetrain.core.models import prunable_weights
+from sparsetrain.core.models import PRUNABLE, prunable_weights
 from sparsetrain.core.sparsity.masks import density_of
 
 
@@ -24,7 +25,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, prefix: str =
     return {
         f"{prefix}_accuracy": float(skm.accuracy_score(y_true, y_pred)),
         f"{prefix}_f1_macro": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        f"{prefix}_precision_macro": float(skm.precision_score(y_true, y_pred, average="macro", zero_division=0)),
+        f"{prefix}_precision_macro": float(
+            skm.precision_score(y_true, y_pred, average="macro", zero_division=0)
+        ),
         f"{prefix}_recall_macro": float(skm.recall_score(y_true, y_pred, average="macro", zero_division=0)),
     }
 
@@ -66,6 +69,59 @@ def sparsity_metrics(model: nn.Module) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class LayerSparsity:
+    """One prunable layer: its stable name (``layer<i>``, the position among the prunable layers in
+    forward order, as penalties and pruners address them), its module path in the network, what
+    it is (``Linear 64->10``, ``Conv2d 1->6 5x5``), and its nonzero count, size and density."""
+
+    name: str
+    module: str
+    kind: str
+    nonzeros: int
+    total: int
+
+    @property
+    def density(self) -> float:
+        return self.nonzeros / self.total if self.total else 0.0
+
+
+def layer_sparsity(model: nn.Module) -> list[LayerSparsity]:
+    """Every prunable layer's nonzeros and density, in forward order.
+
+    Layers are named by position (``layer0`` is the first prunable layer), not by module path:
+    the path moves with the modules around the layer (an MLP's second Linear is module ``3``, or
+    ``4`` with batch normalization), the position does not; ``module`` keeps the path."""
+    layers = []
+    for path, module in model.named_modules():
+        if not isinstance(module, PRUNABLE):  # the layers of prunable_weights, in the same order
+            continue
+        weight = module.weight
+        kind = f"{type(module).__name__} {weight.shape[1]}->{weight.shape[0]}"
+        if weight.dim() > 2:  # a convolution: its kernel size
+            kind += " " + "x".join(str(d) for d in weight.shape[2:])
+        layers.append(
+            LayerSparsity(
+                name=f"layer{len(layers)}",
+                module=path,
+                kind=kind,
+                nonzeros=int(torch.count_nonzero(weight)),
+                total=int(weight.numel()),
+            )
+        )
+    return layers
+
+
+def layer_metrics(model: nn.Module) -> dict[str, float]:
+    """``density.<layer>`` and ``nonzeros.<layer>`` of every prunable layer (names of
+    :func:`layer_sparsity`: ``density.layer0``, ``nonzeros.layer0``, ...)."""
+    metrics: dict[str, float] = {}
+    for layer in layer_sparsity(model):
+        metrics[f"density.{layer.name}"] = float(layer.density)
+        metrics[f"nonzeros.{layer.name}"] = float(layer.nonzeros)
+    return metrics
+
+
 class single_thread:
     """Pin torch to one thread while timing: sparse kernels stall on a loaded 2-core machine."""
 
@@ -104,7 +160,9 @@ def speed_metrics(
     }
 
 
-def selected_features(model: nn.Module, feature_names: list[str] | tuple[str, ...]) -> list[dict[str, object]]:
+def selected_features(
+    model: nn.Module, feature_names: list[str] | tuple[str, ...]
+) -> list[dict[str, object]]:
     """Input features with a nonzero weight in any output of the first layer (feature selection).
 
     Only meaningful when the first prunable layer reads the input features directly.

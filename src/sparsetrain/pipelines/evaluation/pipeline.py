@@ -1,6 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
 from .nodes import (
+    cross_validate_recipe,
     evaluate_model,
     list_selected_features,
     plot_evaluation,
@@ -36,11 +37,29 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "feature_selection_metrics",
                 name="score_feature_selection",
             ),
+            # evaluation.cv_folds >= 2: k-fold CV of the whole recipe on the raw train + validation
+            # rows, one nested run per fold; cv_folds 0 (the default): returns {} at once
+            node(
+                cross_validate_recipe,
+                [
+                    "raw_splits",
+                    "dataset_info",
+                    "config:data",
+                    "config:compression",
+                    "config:model",
+                    "config:sparsity",
+                    "config:training",
+                    "config:evaluation",
+                ],
+                "cv_metrics",
+                name="cross_validate_recipe",
+            ),
             node(
                 report_run,
                 [
                     "evaluation_metrics",
                     "feature_selection_metrics",
+                    "cv_metrics",
                     "training_history",
                     "evaluation_plots",
                     "selected_features",

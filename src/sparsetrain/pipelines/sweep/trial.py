@@ -6,6 +6,10 @@ scored by the same code (:func:`sparsetrain.scoring.evaluate_network`), so that 
 with the same parameters are the same model with the same metrics. Its configuration is the run's
 typed :class:`~sparsetrain.config.SparsetrainConfig` with the suggested values merged in, parsed
 once (:func:`trial_config`).
+
+With a cross-validated objective (``sweep.objective: cv_val_accuracy``, ...) a trial is the whole
+recipe cross-validated over ``evaluation.cv_folds`` x ``cv_repeats`` folds of the train +
+validation rows (:func:`cross_validated_metrics`) and scored by the mean over the folds.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from torch import nn
 
 from sparsetrain import tracking
 from sparsetrain.config import SparsetrainConfig, SweepConfig, parse_config, unflatten
-from sparsetrain.config.space import run_name
-from sparsetrain.core.data import DatasetInfo, Splits
+from sparsetrain.config.space import is_cv_objective, run_name
+from sparsetrain.core.data import Dataset, DatasetInfo, Splits
 from sparsetrain.core.training import History
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.recipe import compress_splits, train_network
+from sparsetrain.recipe import FoldFit, FoldResult, compress_splits, cross_validate, cv_metrics, train_network
 from sparsetrain.scoring import evaluate_network
 
 from . import study as studies
@@ -68,20 +72,67 @@ def _reason(error: BaseException) -> str:
 # ------------------------------------------------------------------------------- scoring
 
 
-def validation_metrics(network: nn.Module, splits: Splits, info: DatasetInfo, history: History) -> dict[str, float]:
+def validation_metrics(
+    network: nn.Module, splits: Splits, info: DatasetInfo, history: History
+) -> dict[str, float]:
     """Every metric of a run's evaluation, scored on the validation split (the test split is not
     even handed over), plus ``val_loss`` at the best epoch; no latency timings."""
     on_val = Splits(splits.X_train, splits.y_train, splits.X_val, splits.y_val, splits.X_val, splits.y_val)
-    metrics = {
-        k: v for k, v in evaluate_network(network, on_val, info, history, speed=False).items() if not k.startswith("test_")
-    }
+    scored = evaluate_network(network, on_val, info, history, speed=False)
+    metrics = {k: v for k, v in scored.items() if not k.startswith("test_")}
     if history.val_loss:
         metrics["val_loss"] = float(history.val_loss[min(history.best_epoch, len(history.val_loss) - 1)])
     return metrics
 
 
+def cross_validated_metrics(
+    cfg: SparsetrainConfig, standardized_splits: Splits, info: DatasetInfo
+) -> tuple[dict[str, float], History]:
+    """A trial scored by cross-validation of its whole recipe
+    (:func:`sparsetrain.recipe.cross_validate`) over the train + validation rows; the test split
+    is not even handed over.
+
+    The rows are the pipeline's standardized ones: each fold refits the standardizer on its own
+    training part, and standardizing is affine per feature, so that refit on standardized rows is
+    the same map as one fitted on the fold's raw rows: no fold sees its held-out part.
+
+    Returns the metrics ``cv_<metric>`` (the mean over folds: the objective, e.g.
+    ``cv_val_accuracy``) with ``cv_<metric>_std``, ``_ci95_low``, ``_ci95_high`` for every
+    held-out ``val_*`` metric, ``cv_folds_run``, and the fold mean of every other metric under its
+    own name (``density``, which ``sweep.max_density`` and the frontier read, ``nonzero_params``,
+    ``density.layer0``, ...); and a History for the refit: the median epoch early stopping chose
+    over the folds."""
+    s = standardized_splits
+    rows = Dataset(
+        X=np.concatenate([s.X_train, s.X_val]), y=np.concatenate([s.y_train, s.y_val]),
+        feature_names=info.feature_names, task=info.task, image_shape=info.image_shape,
+        informative=info.informative, class_names=info.class_names, target=info.target,
+    )
+    histories: list[History] = []
+
+    def keep_history(result: FoldResult, fit: FoldFit) -> None:
+        histories.append(fit.history)
+
+    results = cross_validate(rows, cfg, info, on_fold=keep_history)
+    metrics: dict[str, float] = {}
+    for key, value in cv_metrics(results).items():
+        metrics[key.removesuffix("_mean")] = value  # cv_val_accuracy_mean -> cv_val_accuracy
+    for key in results[0].metrics:
+        if not key.startswith("val_"):
+            metrics[key] = float(np.mean([r.metrics[key] for r in results]))
+    history = History(
+        best_epoch=int(round(float(np.median([h.best_epoch for h in histories])))),
+        epochs_run=max(h.epochs_run for h in histories),
+        stopped_early=any(h.stopped_early for h in histories),
+        seconds=float(sum(h.seconds for h in histories)),
+    )
+    return metrics, history
+
+
 def _curves(history: History) -> dict[str, list[float]]:
-    curves = {"train_loss": history.train_loss, "val_loss": history.val_loss, "density_history": history.density}
+    curves = {
+        "train_loss": history.train_loss, "val_loss": history.val_loss, "density_history": history.density
+    }
     return {name: values for name, values in curves.items() if values}
 
 
@@ -137,7 +188,11 @@ class TrialRunner:
         trial.set_user_attr("density", float(metrics["density"]))
         trial.set_user_attr(
             "history",
-            {"best_epoch": history.best_epoch, "epochs_run": history.epochs_run, "stopped_early": history.stopped_early},
+            {
+                "best_epoch": history.best_epoch,
+                "epochs_run": history.epochs_run,
+                "stopped_early": history.stopped_early,
+            },
         )
         value = metrics[self.cfg.objective]
         return (value, float(metrics["density"])) if self.cfg.multi_objective else value
@@ -166,10 +221,7 @@ class TrialRunner:
                 config = cfg.flat()
                 trial.set_user_attr("config", config)
                 tracking.log_params(config)
-                compressed = splits_for(cfg, self.base, self.data.model_input, self.data.standardized_splits)
-                splits = self.data.model_input if compressed is None else compressed[1]
-                network, history = train_network(splits, self.data.info, cfg.model, cfg.sparsity, cfg.training)
-                metrics = validation_metrics(network, splits, self.data.info, history)
+                metrics, history = self._score(cfg)
                 tracking.log_metrics(run_id, metrics, _curves(history))
                 value = metrics.get(self.cfg.objective)
                 if value is None or not math.isfinite(value):
@@ -178,6 +230,17 @@ class TrialRunner:
                 mlflow.set_tag("sweep_fail_reason", _reason(error))
                 raise  # MLflow ends the run FAILED (KILLED on Ctrl-C)
         return metrics, history
+
+    def _score(self, cfg: SparsetrainConfig) -> tuple[dict[str, float], History]:
+        """Train and score the trial's configuration: on the train split, scored on validation;
+        or, with a cv_ objective, cross-validated over the train + validation rows."""
+        data = self.data
+        if is_cv_objective(self.cfg.objective):
+            return cross_validated_metrics(cfg, data.standardized_splits, data.info)
+        compressed = splits_for(cfg, self.base, data.model_input, data.standardized_splits)
+        splits = data.model_input if compressed is None else compressed[1]
+        network, history = train_network(splits, data.info, cfg.model, cfg.sparsity, cfg.training)
+        return validation_metrics(network, splits, data.info, history), history
 
 
 def close_killed_runs(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -192,7 +255,9 @@ def close_killed_runs(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> N
                 client.set_tag(run_id, "sweep_fail_reason", studies.STALE_REASON)
                 client.set_terminated(run_id, "KILLED")
         except Exception as error:  # tracking is best effort here; the trial is failed already
-            logger.warning("could not close MLflow run %s of killed trial %d: %s", run_id, trial.number, error)
+            logger.warning(
+                "could not close MLflow run %s of killed trial %d: %s", run_id, trial.number, error
+            )
     logger.warning("sweep: trial %d was left RUNNING by a dead worker; marked FAIL", trial.number)
 
 
