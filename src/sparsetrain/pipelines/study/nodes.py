@@ -66,8 +66,9 @@ def _measure_all(study: StudyConfig, parent: str) -> tuple[pd.DataFrame, list[st
     return records, skipped
 
 
-def _recorded(parent: str) -> pd.DataFrame:
-    """The measurements of the latest study that trained, read back from MLflow."""
+def _recorded(parent: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The measurements of the latest study that trained, read back from MLflow, and what that
+    study was (its command and wall time)."""
     previous = tracking.latest_run_tagged("study_role", TRAINED, exclude=parent)
     if previous is None:
         raise SparsetrainError(
@@ -80,20 +81,30 @@ def _recorded(parent: str) -> pd.DataFrame:
         for tags in [run.data.tags]
     ]
     logger.info("study: %d measurements read back from run %s", len(rows), previous.info.run_id)
-    return pd.DataFrame(rows)
+    origin = {
+        "command": previous.data.tags.get("study_command", "kedro run --pipelines study"),
+        "wall_seconds": previous.data.metrics.get("study_wall_seconds", float("nan")),
+        "rebuilt_from": previous.info.run_id,
+    }
+    return pd.DataFrame(rows), origin
 
 
 def run_study(study: StudyConfig) -> dict[str, Any]:
     """Every measurement of the claims (or, ``summarize_only``, the latest recorded ones)."""
     started = time.perf_counter()
     parent = tracking.active_run_id()
+    command = " ".join(["kedro", *sys.argv[1:]]) if sys.argv and "kedro" in sys.argv[0] else (
+        f"kedro run --pipelines study --params study.preset={study.preset}"
+    )
     tracking.set_run_tags(parent, {"mlflow.runName": f"study-{study.preset}", "study_preset": study.preset})
     if study.summarize_only:
-        records, skipped = _recorded(parent), []
-    else:
-        records, skipped = _measure_all(study, parent)
-        tracking.set_run_tags(parent, {"study_role": TRAINED})
-    return {"records": records, "skipped": skipped, "wall_seconds": time.perf_counter() - started}
+        records, origin = _recorded(parent)
+        return {"records": records, "skipped": [], **origin}
+    records, skipped = _measure_all(study, parent)
+    wall = time.perf_counter() - started
+    tracking.log_metrics(parent, {"study_wall_seconds": wall})
+    tracking.set_run_tags(parent, {"study_role": TRAINED, "study_command": command})
+    return {"records": records, "skipped": skipped, "wall_seconds": wall, "command": command}
 
 
 def report_study(study_results: dict[str, Any], study: StudyConfig) -> dict[str, Any]:
@@ -101,10 +112,13 @@ def report_study(study_results: dict[str, Any], study: StudyConfig) -> dict[str,
     run_id = tracking.active_run_id()
     records = study_results["records"]
     folder = tracking.run_folder(run_id) / "study"
+    preset = design.preset_of(study)
     header = {
-        "command": " ".join(["kedro", *sys.argv[1:]]) if sys.argv and "kedro" in sys.argv[0] else
-        f"kedro run --pipelines study --params study.preset={study.preset}",
+        "command": study_results["command"],
         "wall_seconds": study_results["wall_seconds"],
+        "rebuilt_from": study_results.get("rebuilt_from"),
+        "fashion_train_rows": preset.fashion_train_rows,
+        "epochs": preset.epochs,
         "preset": study.preset,
         "seeds": int(records["seed"].nunique()) if len(records) else 0,
         "datasets": sorted(set(records["dataset"])) if len(records) else [],

@@ -18,6 +18,22 @@ from .design import CLAIMS, Claim
 REPORT = "report.md"
 
 
+def machine() -> str:
+    """The machine the wall time was measured on: CPU model and cores."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
 def _paired(records: pd.DataFrame, dataset: str, first: str, second: str, metric: str) -> np.ndarray:
     """Per-seed ``first - second`` of ``metric`` on ``dataset``, over the seeds both have."""
     rows = records[records["dataset"] == dataset]
@@ -111,15 +127,24 @@ def write_report(
         "# Study of the method's claims",
         "",
         f"Command: `{header['command']}`  ",
-        f"Wall time: {header['wall_seconds']:.0f} s; preset `{header['preset']}`, seeds {header['seeds']}, "
-        f"datasets {', '.join(header['datasets'])}; {header['runs']} training runs.  ",
+        f"Wall time: {header['wall_seconds']:.0f} s on {machine()}; preset `{header['preset']}`, seeds "
+        f"{header['seeds']}, datasets {', '.join(header['datasets'])}; {header['runs']} training runs.  ",
+        f"Each run: the project's recipe (Adam, cosine LR, early stopping on validation loss unless a "
+        f"setting says otherwise), at most {header['epochs']} epochs, a 70/10/20 stratified split per seed"
+        + (f"; Fashion-MNIST: the first {header['fashion_train_rows']} training images (class-balanced) "
+           "and the 10,000 t10k images, split the same way" if "fashion_mnist" in header["datasets"] else "")
+        + ".  ",
         "Verdicts are computed from the data: paired t tests over seeds (same split and initialization "
         "stream per seed), alpha 0.05, one-sided in the claimed direction; `holds` = significant in the "
         "claimed direction, `does not hold` = significant the other way (or worse than the margin), "
         "`inconclusive` = neither. Intervals are 95% t intervals over seeds.",
     ]
+    if header.get("rebuilt_from"):
+        source = header["rebuilt_from"]
+        lines += ["", f"Rebuilt with `study.summarize_only=true` from the measurements of run {source}."]
     if skipped:
         lines += ["", f"Skipped: {'; '.join(skipped)}."]
+    header_lines, lines = lines, []
     for claim in CLAIMS:
         datasets = [d for d in (claim.datasets or header["datasets"]) if (records["dataset"] == d).any()]
         lines += ["", f"## {claim.key}: {claim.statement}", ""]
@@ -140,5 +165,12 @@ def write_report(
             lines += ["", _markdown(claim_table(claim, records, dataset)), ""]
         plot_claim(claim, records, datasets, folder / f"{claim.key}.png")
         lines.append(f"![{claim.key}]({claim.key}.png)")
-    (folder / REPORT).write_text("\n".join(lines) + "\n")
+    summary = ["", "| claim | " + " | ".join(header["datasets"]) + " | other data |", "|---|" + "---|" * (
+        len(header["datasets"]) + 1)]
+    for claim in CLAIMS:
+        found = verdicts[claim.key]
+        cells = [found.get(d, "") for d in header["datasets"]]
+        other = "; ".join(f"{d}: {v}" for d, v in found.items() if d not in header["datasets"])
+        summary.append(f"| {claim.key} | " + " | ".join(cells) + f" | {other} |")
+    (folder / REPORT).write_text("\n".join(header_lines + summary + lines) + "\n")
     return verdicts
