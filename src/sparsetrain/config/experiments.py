@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from sparsetrain.config.sections import SparsetrainConfig, _describe, _Section
+from sparsetrain.config.sections import SparsetrainConfig, _Section, parse_named_section
 from sparsetrain.errors import SparsetrainError
-
-STUDY_DATASETS = ("digits", "fashion_mnist", "synthetic")
 
 
 class PathConfig(_Section):
@@ -36,25 +34,12 @@ class StudyConfig(_Section):
         return value
 
 
-def _parse(name: str, model: type[BaseModel], raw: Any) -> Any:
-    if isinstance(raw, model):
-        return raw
-    if raw is not None and not isinstance(raw, dict):
-        raise SparsetrainError(
-            f"parameter '{name}' must be a mapping (see conf/base/parameters_{name}.yml), got {raw!r}"
-        )
-    try:
-        return model.model_validate(raw or {})
-    except ValidationError as error:
-        raise SparsetrainError(_describe(error, name, model)) from None
-
-
 def parse_path_section(raw: dict[str, Any] | PathConfig | None) -> PathConfig:
-    return _parse("path", PathConfig, raw)
+    return parse_named_section("path", PathConfig, raw)
 
 
 def parse_study_section(raw: dict[str, Any] | StudyConfig | None) -> StudyConfig:
-    return _parse("study", StudyConfig, raw)
+    return parse_named_section("study", StudyConfig, raw)
 
 
 def check_path(run: SparsetrainConfig) -> None:

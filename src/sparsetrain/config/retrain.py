@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from sparsetrain.config.sections import SparsetrainConfig, _describe, _Section
+from sparsetrain.config.sections import SparsetrainConfig, _Section, parse_named_section
 from sparsetrain.errors import SparsetrainError
 
 # The metrics a retrain may judge by, and which way is better.
@@ -48,17 +48,7 @@ class RetrainConfig(_Section):
 
 
 def parse_retrain_section(raw: dict[str, Any] | RetrainConfig | None) -> RetrainConfig:
-    """Validate the ``retrain`` section on its own, or raise a one-line SparsetrainError."""
-    if isinstance(raw, RetrainConfig):
-        return raw
-    if raw is not None and not isinstance(raw, dict):
-        raise SparsetrainError(
-            f"parameter 'retrain' must be a mapping (see conf/base/parameters_retrain.yml), got {raw!r}"
-        )
-    try:
-        return RetrainConfig.model_validate(raw or {})
-    except ValidationError as error:
-        raise SparsetrainError(_describe(error, "retrain", RetrainConfig)) from None
+    return parse_named_section("retrain", RetrainConfig, raw)
 
 
 def is_minimized(metric: str) -> bool:

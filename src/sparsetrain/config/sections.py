@@ -315,6 +315,21 @@ def parse_section(section: str, raw: dict[str, Any] | BaseModel | None) -> Any:
         raise SparsetrainError(_describe(error, section)) from None
 
 
+def parse_named_section(name: str, model: type[BaseModel], raw: Any) -> Any:
+    """Validate a top-level section that is not a run section (``retrain``, ``path``, ``study``)
+    on its own, or raise a one-line SparsetrainError naming the key."""
+    if isinstance(raw, model):
+        return raw
+    if raw is not None and not isinstance(raw, dict):
+        raise SparsetrainError(
+            f"parameter '{name}' must be a mapping (see conf/base/parameters_{name}.yml), got {raw!r}"
+        )
+    try:
+        return model.model_validate(raw or {})
+    except ValidationError as error:
+        raise SparsetrainError(_describe(error, name, model)) from None
+
+
 # Top-level parameter keys that are not run sections; each has its own parser.
 OTHER_SECTIONS = ("sweep", "retrain", "path", "study")
 
