@@ -110,7 +110,8 @@ def test_the_challenger_trains_with_the_champion_recipe(project):
 
 def test_a_second_retrain_meanwhile_stops_at_once(project):
     ok(retrain(project, WEAK))
-    slow = "retrain.params=configured,training.epochs=300,training.early_stopping=null"
+    # long enough to outlast two refused starts on a loaded machine; killed below
+    slow = "retrain.params=configured,training.epochs=20000,training.early_stopping=null"
     first = start_run(project, slow, ("--pipelines", "retrain"))
     try:
         assert any("epoch 2/" in line for line in first.stdout), "the first retrain did not train"
@@ -118,6 +119,7 @@ def test_a_second_retrain_meanwhile_stops_at_once(project):
         for pipeline in ("retrain", "rollback"):
             started = time.monotonic()
             refused = retrain(project, pipeline=pipeline)
+            assert first.poll() is None, "the first retrain ended: nothing held the lock"
             line = one_line_error(refused, f"another retrain or rollback of model '{NAME}'")
             assert f"pid {first.pid}" in line and time.monotonic() - started < 30
         assert len(mlflow.search_runs(search_all_experiments=True)) == n_runs, "a refused retrain opened a run"
