@@ -30,6 +30,9 @@ def store(tmp_path):
         ({"model": {"kind": "mlp"}, "sparsity": {"penalty": "none", "pruning": "gmp"}}, "mlp-gmp-10%-kaiming_uniform"),
         ({"sparsity": {"penalty": "l0", "pruning": "gmp", "target_density": 0.02}}, "linear-l0-1e-03-gmp-2%-kaiming_uniform"),
         ({"sparsity": {"penalty": "none"}, "model": {"init": "xavier_normal"}}, "linear-dense-xavier_normal"),
+        ({"model": {"kind": "mlp"}, "sparsity": {"penalty": "none", "pruning": "rigl", "target_density": 0.02}},
+         "mlp-rigl-2%-kaiming_uniform"),
+        ({"model": {"kind": "mlp"}, "sparsity": {"penalty": "none", "pruning": "nm"}}, "mlp-nm2:4-kaiming_uniform"),
     ],
 )
 def test_run_names_say_what_ran(params, name):

@@ -50,6 +50,8 @@ def build_pruner(cfg: SparsityConfig) -> Pruner:
     return make_pruner(
         cfg.pruning, target_density=cfg.target_density, threshold=cfg.threshold, scope=cfg.scope,
         prune_start=cfg.prune_start, prune_end=cfg.prune_end, finetune_epochs=cfg.finetune_epochs,
+        update_every=cfg.update_every, layer_density=cfg.layer_density,
+        min_layer_density=cfg.min_layer_density, n=cfg.n, m=cfg.m,
     )
 
 

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from sparsetrain.core.data import DatasetInfo, Splits
-from sparsetrain.core.export import to_bytes, to_sparse_inference
+from sparsetrain.core.export import from_bytes, to_bytes, to_sparse_inference
 from sparsetrain.core.metrics import (
     layer_metrics,
+    primary_metric,
     selected_features,
     sparsity_metrics,
     speed_metrics,
@@ -58,6 +59,21 @@ def evaluate_network(
         metrics.update(speed_metrics(network, splits.X_test))
         metrics.update(speed_metrics(to_sparse_inference(network), splits.X_test, suffix="_sparse"))
     return metrics
+
+
+def quantized_metrics(
+    network: nn.Module, splits: Splits, info: DatasetInfo, quantize: str
+) -> dict[str, float]:
+    """With ``export.quantize`` fp16 / int8: the quantized file's size (``bytes_quantized``) and the
+    test metric of the network decoded from it (``test_accuracy_quantized`` / ``test_r2_quantized``),
+    i.e. what the registered model, which serves that file, scores. ``none``: ``{}``."""
+    if quantize == "none":
+        return {}
+    data = to_bytes(network, quantize=quantize)
+    metric = primary_metric(info.task, "test")
+    predicted = predict(from_bytes(data), splits.X_test, info.task)
+    score = task_metrics(info.task, splits.y_test, predicted, "test")[metric]
+    return {"bytes_quantized": float(len(data)), f"{metric}_quantized": float(score)}
 
 
 def degenerate_reason(metrics: dict[str, float], task: str) -> str | None:

@@ -53,13 +53,16 @@ def _percent(fraction: float) -> str:
 
 def run_name(cfg: SparsetrainConfig) -> str:
     """What ran, at a glance in the MLflow UI: ``mlp-gmp-10%-kaiming_uniform``,
-    ``linear-l1-1e-03-kaiming_uniform``, ``mlp-l0-1e-03-gmp-2%-xavier_uniform``."""
+    ``linear-l1-1e-03-kaiming_uniform``, ``mlp-l0-1e-03-gmp-2%-xavier_uniform``,
+    ``mlp-rigl-2%-kaiming_uniform``, ``mlp-nm2:4-kaiming_uniform``."""
     sparsity = cfg.sparsity
     parts = [cfg.model.kind]
     if sparsity.penalty != "none":
         parts += [sparsity.penalty, f"{sparsity.strength:.0e}"]
-    if sparsity.pruning in ("gmp", "structured"):
+    if sparsity.pruning in ("gmp", "structured", "set", "rigl"):
         parts += [sparsity.pruning, _percent(sparsity.target_density)]
+    elif sparsity.pruning == "nm":
+        parts.append(f"nm{sparsity.n}:{sparsity.m}")
     elif sparsity.pruning == "threshold":
         parts += ["threshold", f"{sparsity.threshold:.0e}"]
     if len(parts) == 1:
@@ -382,7 +385,7 @@ def publish_model(
         return {"registered": False, "name": name, "run_id": run_id, "reason": reason}
     export = Path(run_report["folder"]) / "sparse_export" / "model.sparse.safetensors"
     export.parent.mkdir(exist_ok=True)
-    save_sparse(predictor.network, export)
+    save_sparse(predictor.network, export, quantize=config.export.quantize if config else "none")
     MlflowClient().log_artifact(run_id, str(export), artifact_path="sparse_export")
     logger.info("Logging the served model (pyfunc, signature, input example) to run %s", run_id)
     model_uri = log_served_model(predictor, input_example, export)

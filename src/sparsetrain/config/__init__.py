@@ -21,6 +21,7 @@ from sparsetrain.config.sections import (
     CompressionConfig,
     DataConfig,
     EvaluationConfig,
+    ExportConfig,
     ModelConfig,
     RegistryConfig,
     SparsetrainConfig,
@@ -34,7 +35,8 @@ from sparsetrain.config.sections import (
 from sparsetrain.config.sweep import SweepConfig, check_sweep, parse_space, parse_sweep, parse_sweep_section
 
 __all__ = [
-    "SECTIONS", "CompressionConfig", "DataConfig", "EvaluationConfig", "ModelConfig", "PathConfig",
+    "SECTIONS", "CompressionConfig", "DataConfig", "EvaluationConfig", "ExportConfig", "ModelConfig",
+    "PathConfig",
     "RegistryConfig", "RetrainConfig", "SparsetrainConfig", "SparsityConfig", "StudyConfig", "SweepConfig",
     "TrainingConfig", "check_path", "check_retrain", "check_sweep", "flatten", "is_minimized", "parse_config",
     "parse_path_section", "parse_retrain_section", "parse_section", "parse_space", "parse_study_section",

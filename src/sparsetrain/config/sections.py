@@ -113,7 +113,7 @@ class SparsityConfig(_Section):
     strength: float = Field(1.0e-3, ge=0.0)
     l1_ratio: float = Field(0.5, ge=0.0, le=1.0)
     groups: Literal["input", "neuron"] = "input"
-    pruning: Literal["none", "threshold", "gmp", "structured"] = "none"
+    pruning: Literal["none", "threshold", "gmp", "structured", "set", "rigl", "nm"] = "none"
     threshold: float = Field(1.0e-3, ge=0.0)
     target_density: float = Field(0.1, gt=0.0, le=1.0)
     scope: Literal["layer", "global"] = "global"
@@ -122,6 +122,13 @@ class SparsityConfig(_Section):
     prune_end: float = Field(0.75, gt=0.0, le=1.0)
     # threshold / structured: epochs of fine-tuning with the mask fixed after pruning
     finetune_epochs: int = Field(5, ge=0)
+    # set / rigl: optimizer steps between mask updates and per-layer densities; the floor also gmp / threshold
+    update_every: int = Field(100, ge=1)
+    layer_density: Literal["uniform", "erk"] = "uniform"
+    min_layer_density: float = Field(0.0, ge=0.0, le=1.0)
+    # nm: keep n of every m consecutive input weights (2:4)
+    n: int = Field(2, ge=1)
+    m: int = Field(4, ge=2)
     # greedy feature selection (linear models): forward stepwise up to max_features
     selection: Literal["none", "forward"] = "none"
     max_features: int | None = Field(None, ge=1)
@@ -137,7 +144,16 @@ class SparsityConfig(_Section):
     def _check_window(self) -> SparsityConfig:
         if self.prune_start >= self.prune_end:
             raise ValueError("sparsity.prune_start must be < sparsity.prune_end")
+        if self.n >= self.m:
+            raise ValueError("sparsity.n must be < sparsity.m")
+        if self.pruning in ("gmp", "set", "rigl") and self.min_layer_density > self.target_density:
+            raise ValueError("sparsity.min_layer_density must be <= sparsity.target_density")
         return self
+
+
+class ExportConfig(_Section):
+    # the sparse file registered and served: fp16 / int8 nonzero values (core/export.py)
+    quantize: Literal["none", "fp16", "int8"] = "none"
 
 
 class EvaluationConfig(_Section):
@@ -216,6 +232,7 @@ class SparsetrainConfig(_Section):
     sparsity: SparsityConfig = SparsityConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    export: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")

@@ -8,6 +8,14 @@ encodings, with 32-bit indices at most:
 - ``csr``: int32 row pointers and column indices + values; ``4 (rows + 1) + 8 nnz`` bytes, best
   for very sparse tensors.
 
+Quantized (``quantize="fp16" | "int8"``, format ``sparsetrain-sparse-v2``): the nonzero values of
+each prunable weight as half floats, or as int8 with one symmetric float32 scale per output row
+(``max |w| / 127``: error at most half a scale step, zeros stay exact); their positions as the
+smaller of the bitmask and relative indices (per-row nonzero counts + the number of zeros skipped
+before each nonzero, uint8 when every gap is below 256, else uint16 / uint32). Each of these byte
+streams is stored raw, zlib- or LZMA2-compressed (level 9, deterministic), whichever is smallest.
+``none`` writes the v1 encodings above, byte for byte; :func:`from_bytes` reads both formats.
+
 Everything else (biases, norm statistics, dense layers) is stored as is. The architecture goes
 into the file's metadata, so :func:`load_sparse` rebuilds a working model from the file alone.
 The metadata is one key, ``sparsetrain``, holding sorted JSON: safetensors writes its metadata map
@@ -23,7 +31,9 @@ from __future__ import annotations
 
 import copy
 import json
+import lzma
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +47,9 @@ from sparsetrain.core.models import build_model, prunable_weights
 from sparsetrain.core.sparsity.masks import density_of
 
 FORMAT = "sparsetrain-sparse-v1"
+FORMAT_QUANTIZED = "sparsetrain-sparse-v2"
 METADATA_KEY = "sparsetrain"
+QUANTIZE = ("none", "fp16", "int8")
 
 
 def _encode(name: str, w: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -62,7 +74,143 @@ def _encode(name: str, w: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return {f"{name}::bitmask": bits, f"{name}::values": values}, info
 
 
+def _uint_dtype(maximum: int) -> str:
+    """The narrowest little-endian unsigned integer holding ``maximum``."""
+    return "|u1" if maximum < 2**8 else "<u2" if maximum < 2**16 else "<u4"
+
+
+_CODECS = ("raw", "zlib", "lzma")
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]  # raw LZMA2: no xz header
+
+
+def _compressed(raw: bytes) -> dict[str, bytes]:
+    return {
+        "zlib": zlib.compress(raw, 9),
+        "lzma": lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
+    }
+
+
+def _pack(array: np.ndarray, dtype: str, compress: bool) -> tuple[Tensor, list[Any]]:
+    """A stream as raw bytes, or zlib / LZMA2 (level 9, deterministic) where that is smaller,
+    and its ``[dtype, codec]`` description."""
+    raw = np.ascontiguousarray(array, dtype=np.dtype(dtype)).tobytes()
+    candidates = {"raw": raw, **(_compressed(raw) if compress and raw else {})}
+    codec = min(candidates, key=lambda c: (len(candidates[c]), _CODECS.index(c)))
+    return torch.from_numpy(np.frombuffer(candidates[codec], dtype=np.uint8).copy()), [dtype, codec]
+
+
+_STREAM_DTYPES = ("|u1", "<u2", "<u4", "|i1", "<f2", "<f4")
+
+
+def _unpack(tensor: Tensor, meta: list[Any], limit: int) -> np.ndarray:
+    """A stream back from its bytes; at most ``limit`` bytes decompressed (a corrupt or hostile
+    file cannot inflate beyond the dense tensor)."""
+    dtype, codec = meta
+    if dtype not in _STREAM_DTYPES or codec not in _CODECS:
+        raise ValueError(f"corrupt sparse file: stream {meta!r}")
+    data = tensor.numpy().tobytes()
+    if codec != "raw":
+        inflater = zlib.decompressobj() if codec == "zlib" else lzma.LZMADecompressor(
+            lzma.FORMAT_RAW, filters=_LZMA_FILTERS
+        )
+        data = inflater.decompress(data, limit)
+    if len(data) % np.dtype(dtype).itemsize:
+        raise ValueError("corrupt sparse file: a stream's length is not a whole number of entries")
+    return np.frombuffer(data, dtype=np.dtype(dtype))
+
+
+def _gaps(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row nonzero counts and, for each nonzero in row-major order, the zeros skipped since
+    the previous nonzero of its row (or the row start): small numbers where a bitmask is long."""
+    rows, cols = np.nonzero(mask)
+    previous = np.empty_like(cols)
+    previous[1:] = cols[:-1]
+    first = np.ones(len(cols), dtype=bool)
+    first[1:] = rows[1:] != rows[:-1]
+    previous[first] = -1
+    return mask.sum(axis=1), cols - previous - 1
+
+
+def _mask_from_gaps(counts: np.ndarray, gaps: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    counts = counts.astype(np.int64)
+    if len(counts) != rows or int(counts.sum()) != len(gaps):
+        raise ValueError("corrupt sparse file: nonzero counts do not match the index stream")
+    row_ids = np.repeat(np.arange(rows), counts)
+    steps = np.cumsum(gaps.astype(np.int64) + 1)
+    starts = np.cumsum(counts) - counts
+    col_ids = steps - np.concatenate([[0], steps])[starts][row_ids] - 1  # steps since the row start
+    if len(col_ids) and (gaps.min() < 0 or col_ids.max() >= cols):
+        raise ValueError("corrupt sparse file: column index out of range")
+    mask = np.zeros((rows, cols), dtype=bool)
+    mask[row_ids, col_ids] = True
+    return mask
+
+
+def _quantize_values(matrix: np.ndarray, mask: np.ndarray, quantize: str, compress: bool) -> dict[str, Any]:
+    """The nonzero values as fp16, or int8 with a symmetric float32 scale per output row."""
+    values = matrix[mask]
+    if quantize == "fp16":
+        half = values.astype(np.float16)
+        if not np.isfinite(half).all():
+            raise ValueError("a weight overflows float16 (|w| > 65504): export with quantize='int8'")
+        return {"values": _pack(half, "<f2", compress)}
+    scales = (np.abs(matrix).max(axis=1) / 127).astype(np.float32)
+    row_ids = np.nonzero(mask)[0]
+    q = np.clip(np.rint(values / scales[row_ids]), -127, 127).astype(np.int8)
+    return {"values": _pack(q, "|i1", compress), "scales": _pack(scales, "<f4", False)}
+
+
+def _stored(streams: dict[str, tuple[Tensor, list[Any]]]) -> int:
+    return sum(t.numel() for t, _ in streams.values())
+
+
+def _encode_quantized(
+    name: str, w: Tensor, quantize: str, compress: bool
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    matrix = w.detach().cpu().float().contiguous().reshape(w.shape[0], -1).numpy()
+    mask = matrix != 0
+    counts, gaps = _gaps(mask)
+    by_gaps = {
+        "counts": _pack(counts, _uint_dtype(int(counts.max(initial=0))), compress),
+        "gaps": _pack(gaps, _uint_dtype(int(gaps.max(initial=0))), compress),
+    }
+    by_bitmask = {"bitmask": _pack(np.packbits(mask.ravel()), "|u1", compress)}
+    index = "gaps" if _stored(by_gaps) < _stored(by_bitmask) else "bitmask"
+    streams = by_gaps if index == "gaps" else by_bitmask
+    streams.update(_quantize_values(matrix, mask, quantize, compress))
+    info = {
+        "shape": list(w.shape), "encoding": index, "values": quantize,
+        "streams": {k: meta for k, (_, meta) in streams.items()},
+    }
+    return {f"{name}::{k}": t for k, (t, _) in streams.items()}, info
+
+
+def _decode_quantized(name: str, tensors: dict[str, Tensor], info: dict[str, Any]) -> Tensor:
+    shape, streams = info["shape"], info["streams"]
+    rows = shape[0]
+    cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    limit = 4 * rows * cols + 4 * rows + 8  # no stream is larger than the dense tensor or its rows
+    read = {k: _unpack(tensors[f"{name}::{k}"], meta, limit) for k, meta in streams.items()}
+    if info["encoding"] == "gaps":
+        mask = _mask_from_gaps(read["counts"], read["gaps"], rows, cols)
+    else:
+        mask = np.unpackbits(read["bitmask"])[: rows * cols].astype(bool).reshape(rows, cols)
+    values = read["values"].astype(np.float32)
+    if len(values) != int(mask.sum()):
+        raise ValueError("corrupt sparse file: value count does not match the nonzero count")
+    if info["values"] == "int8":
+        scales = read["scales"]
+        if len(scales) != rows:
+            raise ValueError("corrupt sparse file: one int8 scale per row expected")
+        values = values * scales[np.nonzero(mask)[0]]
+    matrix = np.zeros((rows, cols), dtype=np.float32)
+    matrix[mask] = values
+    return torch.from_numpy(matrix).reshape(shape)
+
+
 def _decode(name: str, tensors: dict[str, Tensor], info: dict[str, Any]) -> Tensor:
+    if "streams" in info:
+        return _decode_quantized(name, tensors, info)
     shape = info["shape"]
     rows = shape[0]
     cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
@@ -97,31 +245,41 @@ def architecture(model: nn.Module) -> dict[str, Any]:
     return arch
 
 
-def sparse_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of the sparse file format (see module docstring)."""
+def sparse_state(
+    model: nn.Module, quantize: str = "none", compress: bool = True
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of the sparse file format (see module docstring); ``compress`` (zlib
+    of the streams) applies to the quantized encodings only."""
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
     names = {id(p): n for n, p in model.named_parameters()}
     sparse_names = {names[id(w)] for w in prunable_weights(model)}
     tensors: dict[str, Tensor] = {}
     encodings: dict[str, Any] = {}
     for name, value in model.state_dict().items():
         if name in sparse_names:
-            encoded, info = _encode(name, value)
+            if quantize == "none":
+                encoded, info = _encode(name, value)
+            else:
+                encoded, info = _encode_quantized(name, value, quantize, compress)
             tensors.update(encoded)
             encodings[name] = info
         else:
             tensors[name] = value.detach().cpu().contiguous()
     header = {"format": FORMAT, "architecture": architecture(model), "encodings": encodings}
+    if quantize != "none":  # a v1 reader must refuse what it cannot decode
+        header.update(format=FORMAT_QUANTIZED, quantize=quantize)
     return tensors, {METADATA_KEY: json.dumps(header, sort_keys=True)}
 
 
-def to_bytes(model: nn.Module) -> bytes:
-    tensors, metadata = sparse_state(model)
+def to_bytes(model: nn.Module, quantize: str = "none", compress: bool = True) -> bytes:
+    tensors, metadata = sparse_state(model, quantize, compress)
     return st_save(tensors, metadata=metadata)
 
 
-def save_sparse(model: nn.Module, path: str | Path) -> int:
+def save_sparse(model: nn.Module, path: str | Path, quantize: str = "none", compress: bool = True) -> int:
     """Write the sparse safetensors file; returns its size in bytes."""
-    data = to_bytes(model)
+    data = to_bytes(model, quantize, compress)
     Path(path).write_bytes(data)
     return len(data)
 
@@ -130,8 +288,8 @@ def from_bytes(data: bytes) -> nn.Module:
     """Rebuild the model from a sparse safetensors file's bytes."""
     tensors = st_load(data)
     header = _header(_metadata(data))
-    if header.get("format") != FORMAT:
-        raise ValueError(f"not a {FORMAT} file (format {header.get('format')!r})")
+    if header.get("format") not in (FORMAT, FORMAT_QUANTIZED):
+        raise ValueError(f"not a {FORMAT} / {FORMAT_QUANTIZED} file (format {header.get('format')!r})")
     arch, encodings = header["architecture"], header["encodings"]
     state = {name: _decode(name, tensors, info) for name, info in encodings.items()}
     state.update({k: v for k, v in tensors.items() if "::" not in k})

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from sparsetrain.core.models import prunable_weights
 from sparsetrain.core.penalties import NoPenalty, Penalty
 from sparsetrain.core.sparsity.masks import density_of
-from sparsetrain.core.sparsity.pruner import NoPruning, Pruner
+from sparsetrain.core.sparsity.pruner import NoPruning, Pruner, StepPruner
 from sparsetrain.errors import SparsetrainError
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,13 @@ def resolve_batch_size(batch_size: int | str | None, n_rows: int) -> int:
     return int(batch_size)
 
 
+def steps_per_epoch(n_rows: int, batch_size: int, has_batch_norm: bool) -> int:
+    """Optimizer steps in one epoch: one per batch, less a last batch of one under batch norm."""
+    steps = math.ceil(n_rows / batch_size)
+    skipped = has_batch_norm and n_rows % batch_size == 1
+    return steps - int(skipped)
+
+
 def loss_function(task: str) -> Callable[[Tensor, Tensor], Tensor]:
     """Mean cross-entropy for classification, mean squared error for regression."""
     if task == "classification":
@@ -283,13 +290,16 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     batch_size = resolve_batch_size(settings.batch_size, len(X_tr))
     generator = torch.Generator(device=device).manual_seed(settings.seed)
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if isinstance(pruner, StepPruner):  # set / rigl: step-counted mask updates, optimizer state reset
+        steps = steps_per_epoch(len(X_tr), batch_size, has_batch_norm) * total_epochs
+        pruner.bind_optimizer(optimizer, steps)
 
     history = History(device=str(device))
     best_val, best_state, waited = math.inf, None, 0
     # The penalty shapes the weights until the pruner's masks are final; from then on the masks
     # alone set the density (so gmp ends at exactly its target, whatever the penalty zeroed).
     frozen_from = pruner.frozen_from(total_epochs)
-    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     started = time.perf_counter()
     for epoch in range(total_epochs):
         epoch_start = time.perf_counter()

@@ -12,10 +12,12 @@ from torch import nn
 
 from sparsetrain.core.models import build_model, prunable_weights
 from sparsetrain.core.penalties import make_penalty
+from sparsetrain.core.sparsity.dynamic import RigLPruner, SETPruner
 from sparsetrain.core.sparsity.masks import density_of, n_keep
 from sparsetrain.core.sparsity.pruner import (
     PRUNING_METHODS,
     MagnitudePruner,
+    NMPruner,
     NoPruning,
     Pruner,
     StructuredPruner,
@@ -68,6 +70,9 @@ def test_make_pruner_builds_every_method():
         "threshold": ThresholdPruner,
         "gmp": MagnitudePruner,
         "structured": StructuredPruner,
+        "set": SETPruner,
+        "rigl": RigLPruner,
+        "nm": NMPruner,
     }
     assert PRUNING_METHODS == tuple(kinds)
     for name in PRUNING_METHODS:

@@ -9,6 +9,7 @@ so that no layer is cut off entirely.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -46,19 +47,31 @@ def magnitude_mask(w: Tensor, density: float, current: Tensor | None = None) -> 
     return top_k_mask(w.detach().abs(), n_keep(w.numel(), density), current)
 
 
+def floor_mask(w: Tensor, floor: float, current: Tensor | None = None) -> Tensor:
+    """The ``round(floor * w.numel())`` largest ``|w|`` (none for a floor of 0): what a per-layer
+    density floor (``sparsity.min_layer_density``) keeps whatever the rest of the rule says."""
+    if floor <= 0.0:
+        return torch.zeros(w.shape, dtype=torch.bool, device=w.device)
+    return top_k_mask(w.detach().abs(), n_keep(w.numel(), floor), current)
+
+
 def global_magnitude_masks(
-    weights: Sequence[Tensor], density: float, current: Sequence[Tensor | None] | None = None
+    weights: Sequence[Tensor], density: float, current: Sequence[Tensor | None] | None = None,
+    floor: float = 0.0,
 ) -> list[Tensor]:
     """Global magnitude pruning: keep the ``round(density * total)`` largest ``|w|`` over all
-    tensors together, so layers end up with different densities."""
+    tensors together, so layers end up with different densities; each layer keeps at least its
+    ``floor`` (its largest weights), so that no layer is pruned to almost nothing."""
     if not weights:
         return []
     current = list(current) if current is not None else [None] * len(weights)
-    scores = torch.cat([w.detach().abs().flatten() for w in weights])
+    reserved = torch.cat([floor_mask(w, floor, m).flatten() for w, m in zip(weights, current)])
+    scores = torch.cat([w.detach().abs().flatten() for w in weights]).masked_fill(reserved, torch.inf)
     masks = torch.cat([
         (_full(w.shape, w.device) if m is None else m.bool()).flatten() for w, m in zip(weights, current)
     ])
-    flat = top_k_mask(scores, n_keep(scores.numel(), density), masks)
+    k = max(n_keep(scores.numel(), density), int(reserved.sum()))
+    flat = top_k_mask(scores, k, masks)
     return [part.view(w.shape) for part, w in zip(flat.split([w.numel() for w in weights]), weights)]
 
 
@@ -99,3 +112,55 @@ def density_of(tensors: Sequence[Tensor]) -> float:
     report counts zeros the same way."""
     total = sum(t.numel() for t in tensors)
     return float(sum(int(torch.count_nonzero(t)) for t in tensors)) / max(total, 1)
+
+
+def _erk_score(shape: Sequence[int]) -> float:
+    """Erdos-Renyi-Kernel (Evci et al. 2020): ``sum(dims) / prod(dims)``, so that small layers,
+    and those whose every weight serves many paths (the output layer, first convolutions), stay denser."""
+    return float(sum(shape)) / float(math.prod(shape))
+
+
+def layer_densities(
+    shapes: Sequence[Sequence[int]], density: float, rule: str = "uniform", floor: float = 0.0
+) -> list[float]:
+    """Per-layer densities whose weighted mean is ``density``: ``uniform`` (every layer the same) or
+    ``erk`` (proportional to :func:`_erk_score`), each capped at 1 and raised to at least ``floor``;
+    a layer at a cap or the floor is fixed and the others are rescaled, one layer at a time."""
+    if rule not in ("uniform", "erk"):
+        raise SparsetrainError(f"sparsity.layer_density '{rule}' is unknown; choose uniform or erk")
+    if not 0.0 <= floor <= density:
+        raise SparsetrainError(
+            f"sparsity.min_layer_density must be in [0, target_density={density!r}], got {floor!r}"
+        )
+    sizes = [math.prod(s) for s in shapes]
+    raw = [1.0 if rule == "uniform" else _erk_score(s) for s in shapes]
+    fixed: dict[int, float] = {}
+    while len(fixed) < len(sizes):
+        free = [i for i in range(len(sizes)) if i not in fixed]
+        budget = density * sum(sizes) - sum(fixed[i] * sizes[i] for i in fixed)
+        eps = budget / sum(raw[i] * sizes[i] for i in free)
+        over = [i for i in free if eps * raw[i] > 1.0]
+        under = [i for i in free if eps * raw[i] < floor]
+        if over:
+            fixed[max(over, key=lambda i: raw[i])] = 1.0
+        elif under:
+            fixed[min(under, key=lambda i: raw[i])] = floor
+        else:
+            return [fixed.get(i, eps * raw[i]) for i in range(len(sizes))]
+    return [fixed[i] for i in range(len(sizes))]
+
+
+def nm_mask(w: Tensor, n: int = 2, m: int = 4) -> Tensor:
+    """N:M semi-structured sparsity: in each group of ``m`` consecutive weights along the (flattened)
+    input dimension, keep the ``n`` largest ``|w|`` -- the layout of the 2:4 sparse tensor cores. A
+    convolution's input dimension is ``(in, kh, kw)`` flattened, as im2col reads it; a last, shorter
+    group keeps at most ``n``."""
+    if not 1 <= n < m:
+        raise SparsetrainError(f"sparsity.n and sparsity.m must satisfy 1 <= n < m, got {n!r}:{m!r}")
+    rows = w.shape[0]
+    flat = w.detach().abs().reshape(rows, -1)
+    width = flat.shape[1]
+    padded = torch.nn.functional.pad(flat, (0, (-width) % m), value=-math.inf).view(rows, -1, m)
+    keep = torch.zeros_like(padded, dtype=torch.bool)
+    keep.scatter_(-1, padded.topk(n, dim=-1).indices, True)
+    return keep.view(rows, -1)[:, :width].reshape(w.shape)

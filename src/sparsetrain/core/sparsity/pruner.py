@@ -19,6 +19,9 @@ before ``attach`` and after ``finalize``.
 - :class:`StructuredPruner` (``structured``): mask whole hidden units (neurons and convolution
   channels) by norm, gradually along the same kind of schedule, fine-tune ``finetune_epochs`` with
   the unit mask fixed, then return a physically smaller dense network (``surgery.py`` slices it).
+- :class:`~sparsetrain.core.sparsity.dynamic.SETPruner` / ``RigLPruner`` (``set`` / ``rigl``):
+  dynamic sparse training at a constant density from the first step (``dynamic.py``).
+- :class:`NMPruner` (``nm``): N:M semi-structured masks (2:4), fixed from the start.
 
 :func:`make_pruner` builds one by name from the values of the ``sparsity`` keys.
 """
@@ -34,9 +37,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from sparsetrain.core.sparsity.dynamic import RigLPruner, SETPruner
 from sparsetrain.core.sparsity.masks import (
+    floor_mask,
     global_magnitude_masks,
     magnitude_mask,
+    nm_mask,
     threshold_mask,
     unit_mask,
     unit_scores,
@@ -70,6 +76,14 @@ class Pruner(Protocol):
     def frozen_from(self, total_epochs: int) -> int: ...
 
     def finalize(self, model: nn.Module) -> nn.Module: ...
+
+
+@runtime_checkable
+class StepPruner(Protocol):
+    """A pruner that counts optimizer steps and edits the optimizer's state (``set``, ``rigl``): the
+    trainer calls ``bind_optimizer(optimizer, total_steps)`` once, after creating the optimizer."""
+
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer, total_steps: int) -> None: ...
 
 
 class NoPruning:
@@ -179,6 +193,11 @@ def _check_finetune(value: int) -> None:
         raise SparsetrainError(f"sparsity.finetune_epochs must be an integer >= 0, got {value!r}")
 
 
+def _check_floor(value: float, density: float) -> None:
+    if not 0.0 <= value <= density:
+        raise SparsetrainError(f"sparsity.min_layer_density must be in [0, {density!r}], got {value!r}")
+
+
 def _first_epoch_at(fraction: float, epochs: int) -> int:
     """The first of ``epochs`` training epochs whose training fraction reaches ``fraction``."""
     for epoch in range(epochs):
@@ -196,10 +215,12 @@ class ThresholdPruner:
     The threshold is applied once, at the start of the first fine-tuning epoch; early stopping
     counts from there. With ``finetune_epochs = 0`` it is applied in ``finalize``, to the best
     (early-stopped) weights. Combine it with an L1 penalty during training to push weights below
-    the threshold first."""
+    the threshold first. ``min_layer_density``: each layer keeps at least that fraction of its
+    largest weights, whatever the threshold."""
 
     threshold: float = 1e-3
     finetune_epochs: int = 5
+    min_layer_density: float = 0.0
     _masks: MaskSet = field(default_factory=MaskSet, init=False, repr=False, compare=False)
     _weights: list[nn.Parameter] = field(default_factory=list, init=False, repr=False, compare=False)
     _pruned: bool = field(default=False, init=False, repr=False, compare=False)
@@ -208,6 +229,7 @@ class ThresholdPruner:
         _check_finetune(self.finetune_epochs)
         if not (0.0 <= self.threshold < math.inf):
             raise SparsetrainError(f"sparsity.threshold must be a finite number >= 0, got {self.threshold!r}")
+        _check_floor(self.min_layer_density, 1.0)
 
     @property
     def masks(self) -> list[Tensor]:
@@ -223,7 +245,9 @@ class ThresholdPruner:
     def prune(self) -> None:
         """Zero the weights below the threshold, and keep them zero from now on."""
         for w in self._weights:
-            self._masks.update(w, threshold_mask(w, self.threshold, self._masks.mask_of(w)))
+            current = self._masks.mask_of(w)
+            mask = threshold_mask(w, self.threshold, current) | floor_mask(w, self.min_layer_density, current)
+            self._masks.update(w, mask)
         self._masks.apply()
         self._pruned = True
 
@@ -255,10 +279,13 @@ class MagnitudePruner:
     ``round(density * n)`` weights of largest magnitude among those still kept: per layer
     (``scope="layer"``, each layer ``n`` of its own) or over all layers together (``"global"``).
     From the schedule's ``end`` on the masks are fixed and the remaining epochs fine-tune.
+    ``min_layer_density`` is a per-layer floor (each layer keeps at least that fraction of its largest
+    weights): at 2% global pruning once cut a layer to almost nothing and the run collapsed.
     """
 
     schedule: Schedule
     scope: Literal["layer", "global"] = "layer"
+    min_layer_density: float = 0.0
     _masks: MaskSet = field(default_factory=MaskSet, init=False, repr=False, compare=False)
     _weights: list[nn.Parameter] = field(default_factory=list, init=False, repr=False, compare=False)
     _density: float = field(default=1.0, init=False, repr=False, compare=False)
@@ -266,6 +293,7 @@ class MagnitudePruner:
     def __post_init__(self) -> None:
         if self.scope not in ("layer", "global"):
             raise SparsetrainError(f"sparsity.scope must be 'layer' or 'global', got {self.scope!r}")
+        _check_floor(self.min_layer_density, self.schedule(1.0))
 
     @property
     def masks(self) -> list[Tensor]:
@@ -284,9 +312,10 @@ class MagnitudePruner:
             return
         current = [self._masks.mask_of(w) for w in self._weights]
         if self.scope == "global":
-            masks = global_magnitude_masks(self._weights, density, current)
+            masks = global_magnitude_masks(self._weights, density, current, self.min_layer_density)
         else:
-            masks = [magnitude_mask(w, density, m) for w, m in zip(self._weights, current)]
+            floored = max(density, self.min_layer_density)
+            masks = [magnitude_mask(w, floored, m) for w, m in zip(self._weights, current)]
         for w, mask in zip(self._weights, masks):
             self._masks.update(w, mask)
         self._masks.apply()
@@ -429,7 +458,69 @@ class StructuredPruner:
         return shrink(model, keep)
 
 
-PRUNING_METHODS = ("none", "threshold", "gmp", "structured")
+# --- N:M semi-structured ------------------------------------------------------------------------
+
+
+@dataclass(eq=True, kw_only=True)
+class NMPruner:
+    """N:M semi-structured sparsity (``sparsity.pruning: nm``, 2:4 by default): every group of ``m``
+    consecutive input weights keeps its ``n`` largest (:func:`~sparsetrain.core.sparsity.masks.nm_mask`),
+    the pattern the 2:4 sparse tensor cores run. The mask is taken once, at the first epoch whose
+    training fraction reaches ``start`` (``sparsity.prune_start``: 0 masks from the first step, more
+    trains dense for a short warm-up so the magnitudes mean something), then fixed."""
+
+    n: int = 2
+    m: int = 4
+    start: float = 0.0
+    _masks: MaskSet = field(default_factory=MaskSet, init=False, repr=False, compare=False)
+    _weights: list[nn.Parameter] = field(default_factory=list, init=False, repr=False, compare=False)
+    _pruned: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n, int) and isinstance(self.m, int) and 1 <= self.n < self.m):
+            raise SparsetrainError(
+                f"sparsity.n and sparsity.m must be integers, 1 <= n < m, got {self.n!r}:{self.m!r}"
+            )
+        if not 0.0 <= self.start < 1.0:
+            raise SparsetrainError(f"sparsity.prune_start must be in [0, 1), got {self.start!r}")
+
+    @property
+    def masks(self) -> list[Tensor]:
+        return self._masks.masks
+
+    def total_epochs(self, epochs: int) -> int:
+        return epochs
+
+    def attach(self, model: nn.Module, weights: Sequence[nn.Parameter]) -> None:
+        self._weights = list(weights)
+        self._pruned = False
+
+    def prune(self) -> None:
+        for w in self._weights:
+            self._masks.update(w, nm_mask(w, self.n, self.m))
+        self._masks.apply()
+        self._pruned = True
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        if not self._pruned and training_fraction(epoch, total_epochs) >= self.start:
+            self.prune()
+
+    def after_step(self) -> None:
+        self._masks.apply()
+
+    def frozen_from(self, total_epochs: int) -> int:
+        return _first_epoch_at(self.start, total_epochs)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        if not self._pruned and self._weights:
+            self.prune()
+        self._masks.apply()
+        self._masks.release()
+        self._weights = []
+        return model
+
+
+PRUNING_METHODS = ("none", "threshold", "gmp", "structured", "set", "rigl", "nm")
 
 
 def make_pruner(
@@ -441,6 +532,11 @@ def make_pruner(
     prune_start: float = 0.0,
     prune_end: float = 0.75,
     finetune_epochs: int = 5,
+    update_every: int = 100,
+    layer_density: Literal["uniform", "erk"] = "uniform",
+    min_layer_density: float = 0.0,
+    n: int = 2,
+    m: int = 4,
 ) -> Pruner:
     """The pruner that ``sparsity.pruning`` names (one of :data:`PRUNING_METHODS`); the keywords
     are the other ``sparsity`` keys, with their defaults, and each method reads those it needs."""
@@ -451,8 +547,15 @@ def make_pruner(
     if method == "none":
         return NoPruning()
     if method == "threshold":
-        return ThresholdPruner(threshold=threshold, finetune_epochs=finetune_epochs)
+        return ThresholdPruner(threshold=threshold, finetune_epochs=finetune_epochs,
+                               min_layer_density=min_layer_density)
+    if method in ("set", "rigl"):
+        dynamic = SETPruner if method == "set" else RigLPruner
+        return dynamic(density=target_density, update_every=update_every, layer_density=layer_density,
+                       min_layer_density=min_layer_density, end=prune_end)
+    if method == "nm":
+        return NMPruner(n=n, m=m, start=prune_start)
     schedule = CubicSchedule(final_density=target_density, start=prune_start, end=prune_end)
     if method == "gmp":
-        return MagnitudePruner(schedule, scope=scope)
+        return MagnitudePruner(schedule, scope=scope, min_layer_density=min_layer_density)
     return StructuredPruner(schedule, finetune_epochs=finetune_epochs)

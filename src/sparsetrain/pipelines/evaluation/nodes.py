@@ -32,16 +32,17 @@ from sparsetrain.core.metrics import layer_sparsity, primary_metric
 from sparsetrain.core.models import prunable_weights
 from sparsetrain.core.training import History
 from sparsetrain.recipe import FoldFit, FoldResult, cross_validate, cv_metrics, cv_table
-from sparsetrain.scoring import evaluate_network, feature_table, predict, selection_scores
+from sparsetrain.scoring import evaluate_network, feature_table, predict, quantized_metrics, selection_scores
 
 logger = logging.getLogger(__name__)
 CV_FOLDER = "cv"  # under the run's folder and its artifacts: cv/folds.csv
 
 
 def evaluate_model(
-    network: nn.Module, model_input: Splits, dataset_info: DatasetInfo, training_history: History
+    network: nn.Module, model_input: Splits, dataset_info: DatasetInfo, training_history: History, export: Any
 ) -> dict[str, float]:
-    return evaluate_network(network, model_input, dataset_info, training_history)
+    metrics = evaluate_network(network, model_input, dataset_info, training_history)
+    return {**metrics, **quantized_metrics(network, model_input, dataset_info, export.quantize)}
 
 
 def _n_components(compression_summary: dict[str, Any]) -> int | None:

@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 evaluate_model,
-                ["network", "model_input", "dataset_info", "training_history"],
+                ["network", "model_input", "dataset_info", "training_history", "config:export"],
                 "evaluation_metrics",
                 name="evaluate_model",
             ),
