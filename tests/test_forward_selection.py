@@ -101,7 +101,7 @@ def test_kedro_run_with_forward_selection_reports_like_l1(project):
     assert metrics["selected_features"] == K
     assert metrics["selection_precision"] == 1.0 and metrics["selection_recall"] == 1.0
     assert metrics["test_accuracy"] > 0.55
-    densities = [m.value for m in MlflowClient().get_metric_history(run.info.run_id, "density_history")]
+    densities = [m.value for m in MlflowClient().get_metric_history(run.info.run_id, "density")]
     assert len(densities) > 1 and max(densities) <= K / 50 + 1e-9  # per epoch, at full width
     path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="selected_features.csv")
     table = pd.read_csv(path)

@@ -93,3 +93,13 @@ def test_register_finishes_the_run_before_the_version_exists(store, tmp_path):
     with mlflow.start_run(experiment_id=exp) as run:
         second = tracking.register(run.info.run_id, "m", uri, {})
     assert client.get_registered_model("m").aliases == {"champion": int(version), "challenger": int(second)}
+
+
+def test_density_is_a_per_epoch_history_ending_with_the_final_models():
+    from sparsetrain.core.training import History
+
+    history = History(train_loss=[1.0, 0.5], val_loss=[1.1, 0.6], density=[0.1, 0.1])
+    scalars, curves = tracking.training_curves({"density": 0.09, "test_accuracy": 0.9}, history)
+    assert scalars == {"test_accuracy": 0.9}
+    assert curves == {"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "density": [0.1, 0.1, 0.09]}
+    assert tracking.training_curves({"density": 0.5}, History())[0] == {"density": 0.5}

@@ -173,15 +173,26 @@ def log_metrics(
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
+def training_curves(
+    scalars: Mapping[str, float], history: Any
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The scalars and the per-epoch curves to log for a trained model: ``train_loss``,
+    ``val_loss``, and ``density`` as a history (one step an epoch) ending with the final model's
+    density, so that the metric's latest value is the model's and its curve shows when the
+    sparsity came (from the first step for set / rigl, gradually for gmp)."""
+    curves = {"train_loss": list(history.train_loss), "val_loss": list(history.val_loss)}
+    scalars = dict(scalars)
+    if history.density and "density" in scalars:
+        curves["density"] = [*history.density, scalars.pop("density")]
+    return scalars, {name: values for name, values in curves.items() if values}
+
+
 def log_evaluation(run_id: str, scalars: Mapping[str, float], history: Any, task: str) -> dict[str, Any]:
     """A run's evaluation as MLflow records it: the scalar metrics, the per-epoch curves of
     ``history`` (a core ``History``) as metric histories, ``density`` and the test metric as run
     tags, and ``metrics.json`` in the run's folder (the caller logs the folder's files). Returns
     the run report that :func:`publish_model` takes."""
-    curves = {
-        "train_loss": history.train_loss, "val_loss": history.val_loss, "density_history": history.density
-    }
-    log_metrics(run_id, scalars, {name: values for name, values in curves.items() if values})
+    log_metrics(run_id, *training_curves(scalars, history))
     metric = primary_metric(task)
     set_run_tags(run_id, {"density": f"{scalars['density']:.6f}", metric: f"{scalars[metric]:.6f}"})
     folder = run_folder(run_id)

@@ -129,13 +129,6 @@ def cross_validated_metrics(
     return metrics, history
 
 
-def _curves(history: History) -> dict[str, list[float]]:
-    curves = {
-        "train_loss": history.train_loss, "val_loss": history.val_loss, "density_history": history.density
-    }
-    return {name: values for name, values in curves.items() if values}
-
-
 # ------------------------------------------------------------------------------- the objective
 
 
@@ -222,7 +215,7 @@ class TrialRunner:
                 trial.set_user_attr("config", config)
                 tracking.log_params(config)
                 metrics, history = self._score(cfg)
-                tracking.log_metrics(run_id, metrics, _curves(history))
+                tracking.log_metrics(run_id, *tracking.training_curves(metrics, history))
                 value = metrics.get(self.cfg.objective)
                 if value is None or not math.isfinite(value):
                     raise SparsetrainError(f"sweep.objective: the trial scored {self.cfg.objective}={value}")
