@@ -3,6 +3,7 @@ import json
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,14 +24,7 @@ from sparsetrain.core.export import (
 )
 from sparsetrain.core.models import build_model, prunable_weights
 
-
-def sparsify(model, density, seed=0):
-    """Keep a random ``density`` fraction of every prunable weight."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for w in prunable_weights(model):
-            w.mul_((torch.rand(w.shape, generator=g) < density).float())
-    return model
+from sparse_models import sparsify
 
 
 @pytest.mark.parametrize("density", [1.0, 0.3, 0.1, 0.01, 0.0])
@@ -65,8 +59,10 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+TESTS = Path(__file__).resolve().parents[1]
 SHA_IN_A_FRESH_PROCESS = f"""
-import hashlib, runpy
+import hashlib, runpy, sys
+sys.path.insert(0, {str(TESTS)!r})  # the tests' helper modules (sparse_models)
 from sparsetrain.core.export import to_bytes
 model = runpy.run_path({__file__!r})["seeded_model"]()
 print(hashlib.sha256(to_bytes(model)).hexdigest())

@@ -6,6 +6,7 @@ import json
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,13 +24,7 @@ from sparsetrain.core.export import (
 )
 from sparsetrain.core.models import build_model, prunable_weights
 
-
-def sparsify(model, density, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for w in prunable_weights(model):
-            w.mul_((torch.rand(w.shape, generator=g) < density).float())
-    return model
+from sparse_models import sparsify
 
 
 def seeded_model(density=0.05):
@@ -139,8 +134,10 @@ def test_a_corrupt_index_stream_is_refused():
         from_bytes(st_save(tensors, metadata=metadata))
 
 
+TESTS = Path(__file__).resolve().parents[1]
 SHA_IN_A_FRESH_PROCESS = f"""
-import hashlib, runpy
+import hashlib, runpy, sys
+sys.path.insert(0, {str(TESTS)!r})  # the tests' helper modules (sparse_models)
 from sparsetrain.core.export import to_bytes
 models = runpy.run_path({__file__!r})["seeded_model"]()
 print(" ".join(hashlib.sha256(to_bytes(m, quantize=q)).hexdigest() for m in models for q in ("fp16", "int8")))
