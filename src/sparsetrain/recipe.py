@@ -7,10 +7,11 @@ A `kedro run`, a sweep trial, the benchmarks and cross-validation folds all trai
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
@@ -21,6 +22,7 @@ from sparsetrain.config import (
     SparsityConfig,
     TrainingConfig,
 )
+from sparsetrain.core import distributed
 from sparsetrain.core.compression import fit_reducer, transform
 from sparsetrain.core.cv import Summary, fold_indices, summarize
 from sparsetrain.core.data import Dataset, DatasetInfo, Splits, Standardizer
@@ -90,11 +92,33 @@ def train_network(
     )
     if callbacks is None:
         callbacks = [log_progress] if training_cfg.verbose else []
-    return fit(
-        network, splits.X_train, splits.y_train, splits.X_val, splits.y_val,
-        task=info.task, settings=train_settings(training_cfg), penalty=build_penalty(sparsity_cfg),
-        pruner=build_pruner(sparsity_cfg), callbacks=callbacks,
+    fit_args = dict(
+        model=network, X_train=splits.X_train, y_train=splits.y_train, X_val=splits.X_val,
+        y_val=splits.y_val, task=info.task, settings=train_settings(training_cfg),
+        penalty=build_penalty(sparsity_cfg), pruner=build_pruner(sparsity_cfg),
     )
+    return fit_on_ranks(fit_args, training_cfg, callbacks)
+
+
+def fit_on_ranks(fit_args: dict[str, Any], cfg: TrainingConfig, callbacks: list) -> tuple[nn.Module, History]:
+    """:func:`fit` in this process, on ``training.distributed.world_size`` spawned ranks, or as the
+    rank that torchrun started this process as (only rank 0 reports progress)."""
+    shard, wanted = distributed.torchrun_shard(), cfg.distributed.world_size
+    if shard is not None:
+        if wanted not in (1, shard.world_size):
+            raise SparsetrainError(
+                f"training.distributed.world_size is {wanted} but torchrun started {shard.world_size} "
+                "ranks; drop the parameter (torchrun decides) or make them agree"
+            )
+        settings = replace(fit_args["settings"], device=distributed.rank_device(cfg.device, shard))
+        distributed.join(shard, torch.device(settings.device), cfg.distributed.backend)
+        return fit(**{**fit_args, "settings": settings}, shard=shard,
+                   callbacks=callbacks if shard.is_main else [])
+    if wanted > 1:
+        return distributed.launch(
+            fit, fit_args, wanted, device=cfg.device, backend=cfg.distributed.backend, callbacks=callbacks
+        )
+    return fit(**fit_args, callbacks=callbacks)
 
 
 def compress_splits(splits: Splits, cfg: CompressionConfig, seed: int) -> tuple[Any, dict[str, Any], Splits]:

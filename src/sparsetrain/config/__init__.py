@@ -20,6 +20,7 @@ from sparsetrain.config.sections import (
     SECTIONS,
     CompressionConfig,
     DataConfig,
+    DistributedConfig,
     EvaluationConfig,
     ExportConfig,
     ModelConfig,
@@ -35,7 +36,7 @@ from sparsetrain.config.sections import (
 from sparsetrain.config.sweep import SweepConfig, check_sweep, parse_space, parse_sweep, parse_sweep_section
 
 __all__ = [
-    "SECTIONS", "CompressionConfig", "DataConfig", "EvaluationConfig", "ExportConfig", "ModelConfig",
+    "SECTIONS", "CompressionConfig", "DataConfig", "DistributedConfig", "EvaluationConfig", "ExportConfig", "ModelConfig",
     "PathConfig",
     "RegistryConfig", "RetrainConfig", "SparsetrainConfig", "SparsityConfig", "StudyConfig", "SweepConfig",
     "TrainingConfig", "check_path", "check_retrain", "check_sweep", "flatten", "is_minimized", "parse_config",

@@ -169,6 +169,14 @@ class EvaluationConfig(_Section):
         return value
 
 
+class DistributedConfig(_Section):
+    """Data-parallel training (``sparsetrain.core.distributed``): ``world_size`` ranks on this
+    machine, each on a shard of every global batch; under ``torchrun`` the launcher's world wins."""
+
+    world_size: int = Field(1, ge=1, le=1024)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+
+
 class TrainingConfig(_Section):
     optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw"] = "adam"
     lr: float = Field(1.0e-2, gt=0.0)
@@ -181,6 +189,7 @@ class TrainingConfig(_Section):
     seed: int = 42
     amp: bool = False
     verbose: bool = True
+    distributed: DistributedConfig = DistributedConfig()
 
     @field_validator("batch_size")
     @classmethod

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sparsetrain.core import distributed
+from sparsetrain.core.distributed import Shard
 from sparsetrain.core.models import prunable_weights
 from sparsetrain.core.penalties import NoPenalty, Penalty
 from sparsetrain.core.sparsity.masks import density_of
@@ -176,11 +178,16 @@ def resolve_batch_size(batch_size: int | str | None, n_rows: int) -> int:
     return int(batch_size)
 
 
-def steps_per_epoch(n_rows: int, batch_size: int, has_batch_norm: bool) -> int:
-    """Optimizer steps in one epoch: one per batch, less a last batch of one under batch norm."""
+def smallest_batch(has_batch_norm: bool, world_size: int = 1) -> int:
+    """The fewest rows a batch may have: batch norm cannot normalize one row, on any rank."""
+    return 2 * world_size if has_batch_norm else 1
+
+
+def steps_per_epoch(n_rows: int, batch_size: int, min_rows: int = 1) -> int:
+    """Optimizer steps in one epoch: one per batch, less a last batch under ``min_rows``."""
     steps = math.ceil(n_rows / batch_size)
-    skipped = has_batch_norm and n_rows % batch_size == 1
-    return steps - int(skipped)
+    last = n_rows % batch_size
+    return steps - int(0 < last < min_rows)
 
 
 def loss_function(task: str) -> Callable[[Tensor, Tensor], Tensor]:
@@ -260,9 +267,14 @@ def fit(
     penalty: Penalty | None = None,
     pruner: Pruner | None = None,
     callbacks: Sequence[Callback] = (),
+    shard: Shard | None = None,
 ) -> tuple[nn.Module, History]:
     """Train ``model`` and return it (possibly replaced by the pruner's smaller network) with its
-    history. The objective is ``mean loss + penalty``; proximal penalties act after each step."""
+    history. The objective is ``mean loss + penalty``; proximal penalties act after each step.
+
+    ``shard``: this process is one data-parallel rank (its process group joined), training on its
+    slice of every global batch (:mod:`sparsetrain.core.distributed`); every rank returns the
+    same model."""
     penalty = penalty or NoPenalty()
     pruner = pruner or NoPruning()
     if len(X_train) == 0:
@@ -283,6 +295,8 @@ def fit(
     penalized = [weights[i] for i in penalty.targets(len(weights))]
     penalty.attach(model, weights)
     pruner.attach(model, weights)
+    world = 1 if shard is None else shard.world_size
+    forward = model if shard is None else distributed.wrap(model, device)  # averages gradients
     total_epochs = pruner.total_epochs(settings.epochs)
     optimizer = make_optimizer(settings.optimizer, [p for p in model.parameters() if p.requires_grad], settings.lr)
     schedule = make_lr_schedule(settings.lr_schedule, optimizer, settings.epochs, total_epochs)
@@ -291,8 +305,9 @@ def fit(
     batch_size = resolve_batch_size(settings.batch_size, len(X_tr))
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    min_rows = smallest_batch(has_batch_norm, world)
     if isinstance(pruner, StepPruner):  # set / rigl: step-counted mask updates, optimizer state reset
-        steps = steps_per_epoch(len(X_tr), batch_size, has_batch_norm) * total_epochs
+        steps = steps_per_epoch(len(X_tr), batch_size, min_rows) * total_epochs
         pruner.bind_optimizer(optimizer, steps)
 
     history = History(device=str(device))
@@ -310,13 +325,20 @@ def fit(
         running, seen = torch.zeros((), device=device), 0
         for start in range(0, len(X_tr), batch_size):
             idx = order[start : start + batch_size]
-            if has_batch_norm and len(idx) < 2:
+            if len(idx) < min_rows:
                 continue  # batch norm cannot normalize a batch of one
+            rows = idx if shard is None else shard.rows(idx)
             with torch.autocast(device.type, enabled=use_amp):
-                data_loss = loss_fn(model(X_tr[idx]), y_tr[idx])
-                loss = data_loss + penalty.regularization(model) if penalize else data_loss
+                output = forward(X_tr[rows])
+                data_loss = loss_fn(output, y_tr[rows]) if len(rows) else output.sum()
+                # Weighted by the rank's share of the batch, the ranks' average gradient is the
+                # whole batch's, also for a last batch that does not split evenly.
+                data_term = data_loss if shard is None else data_loss * (len(rows) * world / len(idx))
+                loss = data_term + penalty.regularization(model) if penalize else data_term
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if shard is not None and isinstance(pruner, StepPruner):  # RigL's dense gradient
+                distributed.average_over_ranks(pruner.recorded_gradients())
             scaler.step(optimizer)
             scaler.update()
             with torch.no_grad():
@@ -324,9 +346,11 @@ def fit(
                     for w, step in zip(penalized, prox_steps(optimizer, penalized)):
                         w.copy_(penalty.prox(w, step))
                 pruner.after_step()
-            running += data_loss.detach() * len(idx)
-            seen += len(idx)
+            running += data_loss.detach() * len(rows)
+            seen += len(rows)
         schedule.step()
+        if shard is not None:
+            running, seen = distributed.sum_over_ranks([float(running), seen], device)
         train_loss = float(running) / max(seen, 1)
         if not math.isfinite(train_loss):
             raise DivergedError(
@@ -357,6 +381,8 @@ def fit(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if shard is not None:
+        distributed.check_in_sync(shard, "weights", list(model.parameters()), device)
     penalty.finalize(model)
     model = pruner.finalize(model)
     fold_target_scale(model, target_mean, target_std)

@@ -32,8 +32,8 @@ from sparsetrain.errors import SparsetrainError
 
 
 class RecordingMask:
-    """Gradient hook ``grad -> grad * mask`` that can keep ``|grad|`` (dense) first, for RigL's
-    regrowth; picklable, unlike a lambda."""
+    """Gradient hook ``grad -> grad * mask`` that can keep the dense gradient first, for RigL's
+    regrowth; picklable, unlike a lambda. Kept signed, so that data-parallel ranks can average it."""
 
     def __init__(self, mask: Tensor) -> None:
         self.mask = mask
@@ -42,7 +42,7 @@ class RecordingMask:
 
     def __call__(self, grad: Tensor) -> Tensor:
         if self.record:
-            self.grad = grad.detach().abs().float()
+            self.grad = grad.detach().float()
         return grad.masked_fill(~self.mask, 0.0)
 
 
@@ -185,6 +185,11 @@ class DynamicPruner:
     def grow_scores(self, index: int, weight: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def recorded_gradients(self) -> list[Tensor]:
+        """The dense gradients kept for this step's update (RigL): data-parallel training averages
+        them over the ranks before :meth:`after_step` regrows from them."""
+        return [hook.grad for hook in self._hooks if hook.grad is not None]
+
     def _set_recording(self) -> None:
         """RigL needs the dense gradient of the step that ends in an update, and only that one."""
         record = self.needs_gradient and self._is_update(self._step + 1)
@@ -222,4 +227,4 @@ class RigLPruner(DynamicPruner):
 
     def grow_scores(self, index: int, weight: Tensor) -> Tensor:
         grad = self._hooks[index].grad
-        return torch.zeros_like(weight, dtype=torch.float32) if grad is None else grad
+        return torch.zeros_like(weight, dtype=torch.float32) if grad is None else grad.abs()

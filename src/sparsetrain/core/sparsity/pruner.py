@@ -81,9 +81,12 @@ class Pruner(Protocol):
 @runtime_checkable
 class StepPruner(Protocol):
     """A pruner that counts optimizer steps and edits the optimizer's state (``set``, ``rigl``): the
-    trainer calls ``bind_optimizer(optimizer, total_steps)`` once, after creating the optimizer."""
+    trainer calls ``bind_optimizer(optimizer, total_steps)`` once, after creating the optimizer;
+    data-parallel training averages ``recorded_gradients()`` over the ranks after each backward."""
 
     def bind_optimizer(self, optimizer: torch.optim.Optimizer, total_steps: int) -> None: ...
+
+    def recorded_gradients(self) -> list[Tensor]: ...
 
 
 class NoPruning:
