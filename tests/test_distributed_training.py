@@ -13,11 +13,10 @@ import time
 import mlflow
 import psutil
 import pytest
+from kedro_project import kedro_run, start_run
 from mlflow import MlflowClient
 
 from sparsetrain.core.distributed import free_port
-
-from kedro_project import kedro_run, start_run
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +40,10 @@ def test_a_run_on_two_ranks_is_one_run_and_one_version(project):
 
 
 def test_torchrun_ranks_make_one_run_logged_by_rank_0(project):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           "-m", "sparsetrain.train", "--params", SMALL_MLP]
-    result = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(free_port()), "-m", "sparsetrain.train", "--params", SMALL_MLP]
+    env = os.environ.copy()
+    result = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     runs = mlflow.search_runs(search_all_experiments=True)
     assert len(runs) == 1, runs[["status", "tags.mlflow.runName"]]
@@ -67,8 +67,8 @@ def rank_processes(parent: psutil.Process) -> list[psutil.Process]:
 
 
 def test_a_rank_that_dies_fails_the_run_in_one_line_and_registers_nothing(project):
-    proc = start_run(project, "model.kind=mlp,model.hidden=[32],training.epochs=500,training.early_stopping=null,"
-                              "training.distributed.world_size=2")
+    long_run = "model.kind=mlp,model.hidden=[32],training.epochs=500,training.early_stopping=null"
+    proc = start_run(project, f"{long_run},training.distributed.world_size=2")
     lines = []
     for line in proc.stdout:
         lines.append(line)

@@ -7,7 +7,11 @@ before the catalog, a run or a model version exists.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import mlflow
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
 from sparsetrain.config import (
@@ -26,6 +30,7 @@ from sparsetrain.config import (
     parse_study_section,
     parse_sweep_section,
 )
+from sparsetrain.core.distributed import is_worker_rank
 from sparsetrain.locks import ModelLock
 
 # Pipelines that move the champion: one at a time per registered model (sparsetrain.locks).
@@ -122,6 +127,32 @@ class RunRecordHook:
 
     def __init__(self, config_hook: RunConfigHook) -> None:
         self._config_hook = config_hook
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow's get-then-create of the experiment
+    def after_context_created(self, context) -> None:
+        """Create the run's experiment here, tolerating the race of workers that start together
+        on a new shared store (kedro-mlflow's own get-then-create fails all but one of them)."""
+        from sparsetrain.tracking import ensure_experiment
+
+        if is_worker_rank():  # torchrun's ranks other than 0 never open the store
+            return
+
+        loader = context.config_loader
+        loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
+        try:
+            conf = loader["mlflow"]
+        except MissingConfigException:
+            return
+        uri = conf.get("server", {}).get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI", "")
+        experiment = conf.get("tracking", {}).get("experiment", {})
+        if "://" not in uri or not experiment.get("name"):
+            return  # a local folder store: kedro-mlflow's default, nothing shared
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_absolute():
+            uri = f"sqlite:///{context.project_path / uri.removeprefix('sqlite:///')}"  # as kedro-mlflow does
+        location = (experiment.get("create_experiment_kwargs") or {}).get("artifact_location")
+        if location and "://" not in location:
+            location = (context.project_path / location).resolve().as_uri()
+        ensure_experiment(uri, experiment["name"], location)
 
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:

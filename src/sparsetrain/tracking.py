@@ -122,6 +122,20 @@ def close_orphans(client: MlflowClient, experiment_id: str, own_run_id: str | No
     return sorted(dead)
 
 
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> None:
+    """Create the experiment ``name`` unless it exists. Workers that start together on a new
+    shared store all find it missing and all create it: the store refuses all but one
+    (RESOURCE_ALREADY_EXISTS), which is the outcome they wanted."""
+    client = MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(name) is not None:
+        return
+    try:
+        client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
 def start_run_record(cfg: SparsetrainConfig | None, name: str | None, omit: Sequence[str] = ()) -> None:
     """At the start of the active run: close orphans, tag this run with its process, then name it
     and log ``cfg`` as its parameters. A retrain passes None for both: its node logs the

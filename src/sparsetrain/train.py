@@ -4,8 +4,8 @@ run on the ranks that torchrun starts, on one machine or several (README "Scale 
 Every rank prepares the data itself (same parameters, same seed: the same splits). Rank 0 runs
 the whole ``kedro run`` (the MLflow run, evaluation, registration) and trains as rank 0 inside
 it; the other ranks run the pipeline only up to its training node, without kedro-mlflow and
-without pipeline hooks (they never open the MLflow store), and train as their ranks. On one machine ``kedro run --params
-training.distributed.world_size=N`` is simpler: it spawns the ranks itself.
+without pipeline hooks (they never open the MLflow store), and train as their ranks. On one
+machine ``kedro run --params training.distributed.world_size=N`` is simpler: it spawns the ranks.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ def train(splits, info, world_size: int, sparsity: dict, batch_size: int | str =
                      "early_stopping": None, "distributed": {"world_size": world_size}},
     })
     seen = []
-    network, history = train_network(splits, info, cfg.model, cfg.sparsity, cfg.training, callbacks=[seen.append])
+    network, history = train_network(
+        splits, info, cfg.model, cfg.sparsity, cfg.training, callbacks=[seen.append]
+    )
     return network, history, seen
 
 

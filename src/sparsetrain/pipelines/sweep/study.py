@@ -84,12 +84,20 @@ def make_storage(url: str, heartbeat_s: int, on_stale: StaleCallback | None = No
                     heartbeat_stale_trial_callback=on_stale,
                 )
             except Exception as error:  # two workers creating the tables at the same moment
-                if attempt == 2 or "already exists" not in str(error) and "locked" not in str(error):
+                if attempt == 2 or not _creation_race(error):
                     raise SparsetrainError(
                         f"sweep.storage: cannot open '{safe_url(url)}': {error}"
                     ) from error
                 time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
+
+
+def _creation_race(error: Exception) -> bool:
+    """Another worker created Optuna's tables first: SQLite reports the table exists or the
+    file locked; PostgreSQL a duplicate key (UniqueViolation) in its catalog, e.g. on pg_type
+    for the enum types Optuna creates. Retried: the second attempt finds the tables made."""
+    text = str(error)
+    return any(sign in text for sign in ("already exists", "locked", "duplicate key"))
 
 
 class TrialSeededSampler(BaseSampler):
