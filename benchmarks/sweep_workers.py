@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -35,22 +34,13 @@ from ._common import RESULTS, machine, write_json
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def services():
-    """tests/services.py, the one place that knows how to start the throwaway stores."""
-    spec = importlib.util.spec_from_file_location("sparsetrain_test_services", ROOT / "tests" / "services.py")
+def tests_module(name: str):
+    """A module of tests/ (services.py: the throwaway stores; kedro_project.py: the scratch
+    project), the one place that knows how to make them."""
+    spec = importlib.util.spec_from_file_location(f"sparsetrain_tests_{name}", ROOT / "tests" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def scratch_project(folder: Path) -> Path:
-    shutil.copytree(ROOT / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
-    (folder / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
-    shutil.copytree(ROOT / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for layer in ("01_raw", "02_intermediate", "04_feature", "06_models", "07_model_output", "08_reporting"):
-        (folder / "data" / layer).mkdir(parents=True)
-    return folder
 
 
 def run_workers(project: Path, n_workers: int, n_trials: int, storage: str | None, tracking_uri: str,
@@ -91,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
     worker_counts, n_trials = ((1, 2), 2) if args.quick else ((1, 2, 4), 4)
-    svc = services()
+    svc, projects = tests_module("services"), tests_module("kedro_project")
     rows = []
     with tempfile.TemporaryDirectory(prefix="sparsetrain-sweep-bench-") as tmp:
         tmp = Path(tmp)
@@ -100,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in worker_counts:
                 for store in ("sqlite", "postgresql"):
                     study = f"{store}-{n}"
-                    project = scratch_project(tmp / study)
+                    project = projects.copy_project(tmp / study)
                     if store == "sqlite":
                         row = run_workers(project, n, n_trials, None, f"sqlite:///{project / 'mlflow.db'}",
                                           study, args.epochs)

@@ -14,15 +14,22 @@ import mlflow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def copy_project(folder: Path) -> Path:
+    """The project's conf, pyproject and src in ``folder``, with empty data layers (also used by
+    benchmarks/sweep_workers.py)."""
+    shutil.copytree(ROOT / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
+    (folder / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
+    # kedro wants the source folder inside the project root
+    shutil.copytree(ROOT / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for layer in ("01_raw", "02_intermediate", "04_feature", "06_models", "07_model_output", "08_reporting"):
+        (folder / "data" / layer).mkdir(parents=True)
+    return folder
+
+
 def make_project(tmp_path: Path, monkeypatch) -> Path:
     """A scratch project (conf + pyproject + empty data layers) with its own MLflow store."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    # kedro wants the source folder inside the project root
-    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for layer in ("01_raw", "02_intermediate", "04_feature", "06_models", "07_model_output", "08_reporting"):
-        (tmp_path / "data" / layer).mkdir(parents=True)
+    copy_project(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
