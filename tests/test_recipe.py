@@ -20,7 +20,7 @@ from sparsetrain.core.sparsity.pruner import PRUNING_METHODS, make_pruner
 from sparsetrain.core.training import TrainSettings, fit, seed_everything
 from sparsetrain.recipe import build_penalty, build_pruner, train_network, train_settings
 
-RECIPE_ONLY_TRAINING_KEYS = {"verbose"}  # the progress callback
+RECIPE_ONLY_TRAINING_KEYS = {"verbose", "distributed"}  # the progress callback; the ranks (fit_on_ranks)
 PENALTY_KEYS = {"penalty", "strength", "l1_ratio", "groups"}
 
 
