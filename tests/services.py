@@ -54,7 +54,9 @@ class Postgres:
     def __init__(self) -> None:
         self.bin = pg_bin()
         if self.bin is None:
-            raise FileNotFoundError("PostgreSQL server binaries (initdb) not installed: apt-get install postgresql")
+            raise FileNotFoundError(
+                "PostgreSQL server binaries (initdb) not installed: apt-get install postgresql"
+            )
         self.root = Path(tempfile.mkdtemp(prefix="sparsetrain-pg-"))
         self.data, self.log = self.root / "data", self.root / "server.log"
         self.port = free_port()

@@ -44,7 +44,8 @@ def stores(postgres, tmp_path, monkeypatch):
     (for this process and the workers it starts)."""
     n = next(_databases)
     optuna_url = postgres.create_database(f"optuna_{n}")
-    server = MlflowServer(postgres.create_database(f"mlflow_{n}"), tmp_path / "mlartifacts", tmp_path / "mlflow-server.log")
+    backend = postgres.create_database(f"mlflow_{n}")
+    server = MlflowServer(backend, tmp_path / "mlartifacts", tmp_path / "mlflow-server.log")
     try:
         server.start()
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
